@@ -14,8 +14,8 @@ import numpy as np
 
 from .world import COLORS, SIZES
 
-GROUND_RGB = (0.55, 0.55, 0.55)
-BACKGROUND = (0.47, 0.47, 0.47)  # the far ground fades into this, as in CLEVR
+GROUND_RGB = (0.42, 0.42, 0.42)
+BACKGROUND = (0.36, 0.36, 0.36)  # the far ground fades into this, as in CLEVR
 MATERIAL_PBR = {"rubber": (0.0, 0.85), "metal": (0.85, 0.3)}  # (metallic, roughness)
 
 
@@ -75,7 +75,7 @@ class Renderer:
         self._meshes: dict[tuple[str, str, str], Any] = {}
         import trimesh
 
-        ground = trimesh.creation.box(extents=(30.0, 0.02, 30.0))
+        ground = trimesh.creation.box(extents=(40.0, 0.02, 40.0))
         ground.apply_translation((0.0, -0.01, 0.0))
         mat = self.pr.MetallicRoughnessMaterial(baseColorFactor=(*GROUND_RGB, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
         self._ground = self.pr.Mesh.from_trimesh(ground, material=mat, smooth=False)
@@ -106,7 +106,7 @@ class Renderer:
             if i == 0:  # key light: directional, casts shadows
                 scene.add(pr.DirectionalLight(intensity=light["intensity"]), pose=look_at(pos, origin))
             else:  # fill and back lights: point lights (no shadow pass)
-                scene.add(pr.PointLight(intensity=light["intensity"] * 40.0), pose=look_at(pos, origin))
+                scene.add(pr.PointLight(intensity=light["intensity"] * 25.0), pose=look_at(pos, origin))
         nodes = []
         for o in record["objects"]:
             pose = np.eye(4)
@@ -142,3 +142,9 @@ class Renderer:
 
     def close(self) -> None:
         self._gl.delete()
+
+
+@lru_cache(maxsize=None)
+def get_renderer(resolution: int) -> Renderer:
+    """The process's renderer for ``resolution`` (OpenGL contexts are costly and not freely re-creatable)."""
+    return Renderer(resolution)

@@ -19,7 +19,7 @@ from .world import SIZES, World
 
 CAMERA = np.array([7.0, 6.5, 7.0])  # CLEVR-like: ~11 units away, ~35 degrees above the ground
 LIGHTS = (  # key, fill, back: (position the light shines from, intensity)
-    (np.array([-2.0, 6.0, 4.0]), 2.6),
+    (np.array([-2.0, 6.0, 4.0]), 2.2),
     (np.array([5.0, 3.0, 2.0]), 0.9),
     (np.array([-1.0, 4.0, -5.0]), 0.8),
 )

@@ -1,0 +1,127 @@
+"""Render a task's splits into shards: images, instance masks, depth, labels, GT masks, scene records."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import zlib
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from ..io import load_shard, read_json, require
+from .scene import annotate_pixels, build_record, caption
+from .tasks import Task, TaskError, build_task
+from .world import World
+
+SPLITS = ("train", "val", "test")
+STAGE = "render"
+
+
+class RenderError(RuntimeError):
+    """A scene that could not be sampled within the tries allowed."""
+
+
+def _split_code(split: str) -> int:
+    return zlib.crc32(split.encode())
+
+
+def split_labels(n: int, n_classes: int, seed: int, split: str) -> np.ndarray:
+    """Exactly class-balanced labels (counts differ by at most one), in a seeded order."""
+    rng = np.random.default_rng([seed, _split_code(split)])
+    return rng.permutation(np.arange(n) % n_classes)
+
+
+def sample_scene(renderer: Any, world: World, task: Task, rng: np.random.Generator, label: int, split: str) -> tuple[dict, np.ndarray]:
+    """A scene record with the given label whose objects each keep ``min_pixels`` visible pixels."""
+    for _ in range(world.max_tries):
+        rec = build_record(rng, world, task.sample_objects(rng, label, split))
+        if rec is None:
+            continue
+        inst = renderer.instance(rec)
+        counts = np.bincount(inst.reshape(-1), minlength=len(rec["objects"]) + 1)[1:]
+        if counts.min() >= world.min_pixels:
+            return rec, inst
+    raise RenderError(
+        f"no {task.name} scene with label {task.classes[label]!r} after render.max_tries={world.max_tries} "
+        f"attempts kept every object at >= render.min_pixels={world.min_pixels} visible pixels; lower "
+        "min_pixels, max_objects or min_distance, or raise max_tries"
+    )
+
+
+# Per-process state for pool workers (each needs its own OpenGL context).
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(world: World, task_name: str, task_params: Mapping[str, Any], seed: int) -> None:
+    from .renderer import get_renderer
+
+    _STATE.update(world=world, task=build_task(task_name, world, task_params), seed=seed,
+                  renderer=get_renderer(world.resolution))
+
+
+def _render_index(job: tuple[str, int, int]) -> dict[str, Any]:
+    split, i, label = job
+    s = _STATE
+    rng = np.random.default_rng([s["seed"], _split_code(split), i])
+    rec, inst = sample_scene(s["renderer"], s["world"], s["task"], rng, label, split)
+    rgb, depth = s["renderer"].color(rec)
+    rec = annotate_pixels(rec, inst)
+    rec["caption"] = caption(rec)
+    got = s["task"].label(rec)
+    if got != label:  # the sampler and the rule disagree: a bug, never a silent relabel
+        raise TaskError(f"{s['task'].name}: sampled label {label} but the rule gives {got} for {rec}")
+    gt = np.isin(inst, np.array(s["task"].relevant(rec), dtype=np.int64) + 1)
+    return {"rgb": rgb, "instance": inst, "depth": depth.astype(np.float16), "gt": gt, "record": rec}
+
+
+def render_splits(
+    world: World, task_name: str, task_params: Mapping[str, Any], sizes: Mapping[str, int], seed: int,
+    workers: int = 1, progress: bool = False,
+) -> Iterator[tuple[str, dict[str, np.ndarray], list[dict]]]:
+    """Render each split: yields (split, arrays, records) with arrays images N×H×W×3 uint8,
+    instance N×H×W uint8, depth N×H×W float16, label N int64, gt_mask N×H×W bool.
+
+    Image ``i`` of a split depends only on (seed, split, i), so outputs are identical for any ``workers``.
+    """
+    task = build_task(task_name, world, task_params)
+    init = (world, task_name, task_params, seed)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) if workers > 1 else None
+    if pool is None:
+        _init_worker(*init)
+    try:
+        for split, n in sizes.items():
+            labels = split_labels(n, len(task.classes), seed, split)
+            jobs = [(split, i, lab) for i, lab in enumerate(labels.tolist())]
+            results: Iterator[dict[str, Any]] = pool.imap(_render_index, jobs, chunksize=4) if pool else map(_render_index, jobs)
+            if progress:
+                from tqdm import tqdm
+
+                results = tqdm(results, total=n, desc=f"render {task_name}/{split}", unit="img")
+            out = list(results)
+            arrays = {
+                "images": np.stack([o["rgb"] for o in out]),
+                "instance": np.stack([o["instance"] for o in out]),
+                "depth": np.stack([o["depth"] for o in out]),
+                "label": labels.astype(np.int64),
+                "gt_mask": np.stack([o["gt"] for o in out]),
+            }
+            yield split, arrays, [o["record"] for o in out]
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def load_split(task_dir: str | Path, split: str) -> dict[str, np.ndarray]:
+    """Arrays of one rendered split (see docs/CONTRIBUTING.md); names the stage to run if missing."""
+    task_dir = Path(task_dir)
+    return load_shard(task_dir / f"{split}.safetensors", stage=f"{STAGE}@{task_dir.name}")
+
+
+def load_manifest(task_dir: str | Path) -> dict[str, Any]:
+    task_dir = Path(task_dir)
+    return read_json(task_dir / "manifest.json", stage=f"{STAGE}@{task_dir.name}")
+
+
+def load_scenes(task_dir: str | Path) -> dict[str, list[dict]]:
+    task_dir = Path(task_dir)
+    return read_json(require(task_dir / "scenes.json", f"{STAGE}@{task_dir.name}"))

@@ -1,0 +1,31 @@
+"""Shared fixtures: a temporary copy of the DVC pipeline."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pytest
+import yaml
+
+from helpers import ROOT, deep_merge, run
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path: Path) -> Callable[[Mapping[str, Any]], Path]:
+    """Copy dvc.yaml, params.yaml, stages/ and src/ into a fresh git+DVC repo with params overrides."""
+
+    def make(overrides: Mapping[str, Any]) -> Path:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        for name in ("dvc.yaml", "stages", "src"):
+            src = ROOT / name
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
+        params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["git", "init", "-q"], repo)
+        run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+        return repo
+
+    return make

@@ -1,0 +1,38 @@
+"""Test helpers shared across areas: tiny params, deep merge, running commands."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RENDER = {
+    "resolution": 64,
+    "splits": {"train": 24, "val": 8, "test": 8},
+    "min_pixels": 12,
+    "max_objects": 5,
+    "workers": 1,
+    "preview": 4,
+}
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's bin dir first on PATH (so `python` and `dvc` are ours)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
