@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default=None, help="default: data/render/<task>")
     ap.add_argument("--plots", default=None, help="preview PNG dir; default: data/plots/render/<task>")
+    ap.add_argument("--metrics", default=None, help="class-balance JSON; default: data/metrics/render/<task>.json")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -51,6 +52,8 @@ def main() -> None:
             "task": args.task, "classes": task.classes, "resolution": world.resolution, "splits": counts,
             "provenance": provenance({"render": p, "task": task_params}, seed),
         })
+    write_json(args.metrics or f"data/metrics/render/{args.task}.json", {"images_per_split": {
+        s: c["n"] for s, c in counts.items()}, "class_balance": {s: c["class_counts"] for s, c in counts.items()}})
     dt = time.perf_counter() - t0
     total = sum(splits.values())
     print(f"rendered {total} images of {args.task} in {dt:.1f} s ({total / dt:.1f} img/s) -> {out}")

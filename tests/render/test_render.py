@@ -142,6 +142,8 @@ def test_dvc_repro_render_is_byte_reproducible(pipeline_copy) -> None:
     assert load_split(out, "test")["images"].shape == (8, 64, 64, 3)
     assert all("caption" in r for r in load_scenes(out)["val"])
     assert (repo / "data/plots/render/presence/gt_masks.png").exists()
+    balance = json.loads((repo / "data/metrics/render/presence.json").read_text())["class_balance"]
+    assert balance["train"] == {"false": 12, "true": 12}
     first = {t: _digest(repo / "data/render" / t) for t in ("unique-query", "presence")}
     status = run([sys.executable, "-m", "dvc", "status", "render"], repo).stdout
     assert "up to date" in status, status
