@@ -73,10 +73,23 @@ class Renderer:
         self.resolution = resolution
         self._gl = self.pr.OffscreenRenderer(resolution, resolution)
         self._meshes: dict[tuple[str, str, str], Any] = {}
+
+        class _Node(self.pr.Node):
+            """A node hashed by its insertion index. pyrender keeps nodes in sets and sums the lights
+            in set order; id-based hashes made that order, and so the last bit of shading, vary."""
+
+            def __init__(self, index: int, **kw: Any) -> None:
+                super().__init__(**kw)
+                self._index = index
+
+            def __hash__(self) -> int:
+                return self._index
+
+        self._node = _Node
         import trimesh
 
         ground = trimesh.creation.box(extents=(40.0, 0.02, 40.0))
-        ground.apply_translation((0.0, -0.01, 0.0))
+        ground.apply_translation((0.0, -0.012, 0.0))  # top 2 mm below the objects: no z-fighting with their bases
         mat = self.pr.MetallicRoughnessMaterial(baseColorFactor=(*GROUND_RGB, 1.0), metallicFactor=0.0, roughnessFactor=1.0)
         self._ground = self.pr.Mesh.from_trimesh(ground, material=mat, smooth=False)
 
@@ -94,28 +107,31 @@ class Renderer:
     def _scene(self, record: Mapping[str, Any]) -> tuple[Any, list[Any]]:
         pr = self.pr
         scene = pr.Scene(ambient_light=(0.25, 0.25, 0.25), bg_color=(*BACKGROUND, 1.0))
-        scene.add(self._ground)
+
+        def add(**kw: Any) -> Any:
+            node = self._node(len(scene.nodes), **kw)
+            scene.add_node(node)
+            return node
+
+        add(mesh=self._ground)
         cam = record["camera"]
-        scene.add(
-            pr.PerspectiveCamera(yfov=cam["yfov"], znear=0.5, zfar=60.0, aspectRatio=1.0),
-            pose=look_at(np.array(cam["position"]), np.array(cam["target"])),
-        )
+        add(camera=pr.PerspectiveCamera(yfov=cam["yfov"], znear=0.5, zfar=60.0, aspectRatio=1.0),
+            matrix=look_at(np.array(cam["position"]), np.array(cam["target"])))
         origin = np.zeros(3)
         for i, light in enumerate(record["lights"]):
-            pos = np.array(light["position"])
+            pose = look_at(np.array(light["position"]), origin)
             if i == 0:  # key light: directional, casts shadows
-                scene.add(pr.DirectionalLight(intensity=light["intensity"]), pose=look_at(pos, origin))
+                add(light=pr.DirectionalLight(intensity=light["intensity"]), matrix=pose)
             else:  # fill and back lights: point lights (no shadow pass)
-                scene.add(pr.PointLight(intensity=light["intensity"] * 25.0), pose=look_at(pos, origin))
+                add(light=pr.PointLight(intensity=light["intensity"] * 25.0), matrix=pose)
         nodes = []
         for o in record["objects"]:
             pose = np.eye(4)
             a = np.deg2rad(o["rotation"])
-            s = SIZES[o["size"]]
             rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-            pose[:3, :3] = rot * s
+            pose[:3, :3] = rot * SIZES[o["size"]]
             pose[:3, 3] = o["position"]
-            nodes.append(scene.add(self._mesh(o["shape"], o["color"], o["material"]), pose=pose))
+            nodes.append(add(mesh=self._mesh(o["shape"], o["color"], o["material"]), matrix=pose))
         return scene, nodes
 
     def instance(self, record: Mapping[str, Any]) -> np.ndarray:
