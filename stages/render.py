@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salbench.errors import cli
 from salbench.io import atomic_dir, provenance, save_shard, write_json
 from salbench.params import ParamsError, check_keys, load_params, section
 from salbench.render import SPLITS, World, build_task, render_splits
@@ -15,6 +16,7 @@ from salbench.render.preview import write_previews
 STAGE_KEYS = {"seed", "splits", "workers", "tasks", "preview"}
 
 
+@cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--task", required=True, help="task name from params.yaml render.tasks")

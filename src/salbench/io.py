@@ -13,6 +13,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from .errors import SalbenchError
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -74,12 +76,16 @@ def read_json(path: str | Path, stage: str | None = None) -> Any:
     return json.loads(require(path, stage).read_text())
 
 
+class MissingArtifactError(SalbenchError, FileNotFoundError):
+    """An input artifact is missing; the message names the stage that makes it."""
+
+
 def require(path: str | Path, stage: str | None = None) -> Path:
     """Return ``path`` if it exists, else raise naming the stage to run."""
     path = Path(path)
     if not path.exists():
-        fix = f" Run `dvc repro {stage}` first." if stage else ""
-        raise FileNotFoundError(f"missing artifact {path}.{fix}")
+        fix = f" Run `dvc repro {stage}` (or `dvc pull`) first." if stage else ""
+        raise MissingArtifactError(f"missing artifact {path}.{fix}")
     return path
 
 

@@ -7,8 +7,10 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .errors import SalbenchError
 
-class ParamsError(ValueError):
+
+class ParamsError(SalbenchError, ValueError):
     """A params.yaml problem; the message names the key and the fix."""
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import SalbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(SalbenchError, KeyError):
     """An unknown registry name; the message lists the known ones."""
 
     def __str__(self) -> str:

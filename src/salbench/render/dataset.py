@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..errors import SalbenchError
 from ..io import load_shard, read_json, require
 from .scene import annotate_pixels, build_record, caption
 from .tasks import Task, TaskError, build_task
@@ -17,7 +18,7 @@ SPLITS = ("train", "val", "test")
 STAGE = "render"
 
 
-class RenderError(RuntimeError):
+class RenderError(SalbenchError, RuntimeError):
     """A scene that could not be sampled within the tries allowed."""
 
 

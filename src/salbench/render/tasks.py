@@ -12,11 +12,12 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
+from ..errors import SalbenchError
 from ..registry import Registry
 from .world import ATTRIBUTES, World
 
 
-class TaskError(ValueError):
+class TaskError(SalbenchError, ValueError):
     """A task that the scene sampler cannot satisfy with the given parameters."""
 
 

@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..errors import SalbenchError
+
 SHAPES = ("cube", "sphere", "cylinder")
 # CLEVR's palette (sRGB, 0-255).
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -30,7 +32,7 @@ KNOWN: dict[str, tuple[str, ...]] = {
 _HEX_DENSITY = math.pi / (2 * math.sqrt(3))
 
 
-class RenderParamsError(ValueError):
+class RenderParamsError(SalbenchError, ValueError):
     """Invalid render parameters; the message says which value to change."""
 
 

@@ -1,0 +1,68 @@
+"""Parameter profiles: ``profiles/<name>.yaml`` holds overrides of params.yaml.
+
+    python -m salbench.profile paper            # prints `-S key=value ...` for `dvc exp run`
+    python -m salbench.profile paper --write    # merges the overrides into params.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from .errors import cli
+from .params import ParamsError, load_params
+
+
+def load_profile(name: str, root: Path = Path(".")) -> dict[str, Any]:
+    path = root / "profiles" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
+        raise ParamsError(f"unknown profile {name!r}; known profiles: {known}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def leaves(over: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted keys of the overrides down to non-mapping values (lists are leaves)."""
+    for k, v in over.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            yield from leaves(v, f"{key}.")
+        else:
+            yield key, v
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``base`` with ``over`` applied; an override key that params.yaml lacks is an error (a typo)."""
+    out = dict(base)
+    for k, v in over.items():
+        if k not in out:
+            raise ParamsError(f"profile sets {where}{k}, which params.yaml does not have")
+        out[k] = merge(out[k], v, f"{where}{k}.") if isinstance(v, Mapping) and isinstance(out[k], Mapping) else v
+    return out
+
+
+def set_params_args(over: Mapping[str, Any]) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` (values as YAML flow/JSON)."""
+    return [a for k, v in leaves(over) for a in ("-S", f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}")]
+
+
+@cli
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--write", action="store_true", help="merge into params.yaml instead of printing -S args")
+    args = ap.parse_args()
+    over = load_profile(args.name, Path(args.params).parent)
+    merged = merge(load_params(args.params), over)  # validates every key
+    if args.write:
+        Path(args.params).write_text(yaml.safe_dump(merged, sort_keys=False, default_flow_style=None))
+    else:
+        print(" ".join(set_params_args(over)))
+
+
+if __name__ == "__main__":
+    main()

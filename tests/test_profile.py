@@ -1,0 +1,25 @@
+"""Parameter profiles: every profile override names a real params.yaml key."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import ROOT
+from salbench.params import ParamsError, load_params
+from salbench.profile import load_profile, merge, set_params_args
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_profile_keys_exist_in_params(name: str) -> None:
+    over = load_profile(name, ROOT)
+    merged = merge(load_params(ROOT / "params.yaml"), over)
+    assert merged != load_params(ROOT / "params.yaml")
+
+
+def test_set_params_args_and_errors() -> None:
+    over = {"render": {"splits": {"train": 5}, "colors": ["red", "blue"], "resolution": 64}}
+    assert set_params_args(over) == [
+        "-S", "render.splits.train=5", "-S", "render.colors=[\"red\",\"blue\"]", "-S", "render.resolution=64"]
+    with pytest.raises(ParamsError, match="params.yaml does not have"):
+        merge({"render": {"seed": 0}}, {"render": {"sed": 1}})
+    with pytest.raises(ParamsError, match="known profiles"):
+        load_profile("no-such-profile", ROOT)
