@@ -1,0 +1,141 @@
+"""The uniform method interface, the method registry, and multi-method evaluation.
+
+Every method is called as ``method(model, images, targets, batch_size=32, **params) -> maps`` with
+images N×C×H×W (float, any device), targets LongTensor N, and maps N×C'×H×W at input resolution
+on ``images.device`` (C' = C for input-space methods, 1 for layer methods). ``batch_size`` bounds
+the inputs per forward pass on the model's device (images × IG steps or noise samples). Methods that read a
+plain forward/backward pass also expose :meth:`Method.plan`, which lets :func:`attribute_many`
+(and the attribute stage) serve them all from shared passes.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+from .engine import PLAIN, Plan, Reader, Request, _check_inputs, execute
+from .model import resolve_layer
+
+
+class Method:
+    """A saliency method with the uniform call signature; subclasses define ``plan`` or ``compute``."""
+
+    name = "method"
+
+    def plan(self, model: nn.Module, **params: Any) -> Plan | None:
+        """Engine requests for these params, or None when the method runs its own passes."""
+        return None
+
+    def layers(self, model: nn.Module, **params: Any) -> list[str]:
+        """Canonical names of the layers the method reads ([] for input-space methods)."""
+        plan = self.plan(model, **params)
+        return [] if plan is None else sorted({r.layer for r in plan.requests if r.layer is not None})
+
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
+        raise NotImplementedError(f"{self.name} has neither an engine plan nor its own computation")
+
+    def __call__(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int = 32,
+                 **params: Any) -> Tensor:
+        _check_inputs(images, targets)
+        plan = self.plan(model, **params)
+        if plan is not None:
+            return execute(model, images, targets, [plan], batch_size=batch_size)[0]
+        return self.compute(model, images, targets.long(), batch_size=batch_size, **params)
+
+    def __repr__(self) -> str:
+        return f"<attribution method {self.name}>"
+
+
+METHODS: Registry[Method] = Registry("attribution method")
+
+
+def register(name: str, method: Method) -> Method:
+    """Register ``method`` under its params.yaml name."""
+    method.name = name
+    return METHODS.register(name)(method)
+
+
+def get_method(method: str | Method) -> Method:
+    """A method by registry name (unknown names list the known ones), or the method itself."""
+    return method if isinstance(method, Method) else METHODS.get(method)
+
+
+def check_params(name: str, params: Mapping[str, Any], known: Sequence[str]) -> None:
+    """Reject parameters a method does not take, listing the ones it does."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise TypeError(f"{name}: unknown parameter(s) {unknown}; known: {sorted(known) or 'none'}")
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class InputMethod(Method):
+    """A method that reads the input and its gradient from one pass (``layer`` is not a parameter)."""
+
+    def __init__(self, read: Reader, rule: str = "gradient") -> None:
+        self.read, self.rule = read, rule
+
+    def plan(self, model: nn.Module, **params: Any) -> Plan:
+        check_params(self.name, params, [])
+        return Plan((Request(self.read, None, rule=self.rule),))
+
+
+class LayerMethod(Method):
+    """A method that reads one layer's activation and gradient from one pass.
+
+    Parameters: ``layer`` (module name; default: the family's default layer) and the reader's
+    keyword options, whose defaults are ``defaults``; options named in ``choices`` are checked
+    against that registry before any pass runs.
+    """
+
+    def __init__(self, read: Reader, choices: Mapping[str, Registry] | None = None, **defaults: Any) -> None:
+        self.read, self.choices, self.defaults = read, dict(choices or {}), defaults
+
+    def plan(self, model: nn.Module, layer: str | None = None, **options: Any) -> Plan:
+        check_params(self.name, options, list(self.defaults))
+        for key, registry in self.choices.items():
+            registry.get(options.get(key, self.defaults[key]))
+        merged = {k: _hashable(v) for k, v in {**self.defaults, **options}.items()}
+        return Plan((Request(self.read, resolve_layer(model, layer), tuple(sorted(merged.items())), PLAIN),))
+
+
+class FunctionMethod(Method):
+    """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``."""
+
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
+        self.fn = fn
+        fixed = ("model", "images", "targets", "batch_size")
+        self.known = [p for p in inspect.signature(fn).parameters if p not in fixed]
+
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
+        check_params(self.name, params, self.known)
+        return self.fn(model, images, targets, batch_size=batch_size, **params)
+
+
+def attribute_many(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    methods: Sequence[tuple[str | Method, Mapping[str, Any]]],
+    *,
+    batch_size: int = 32,
+) -> list[Tensor]:
+    """Maps for several (method, params) at once; every method with an engine plan shares passes.
+
+    Returns one N×C'×H×W tensor per entry, in order.
+    """
+    _check_inputs(images, targets)
+    resolved = [(get_method(m), dict(p)) for m, p in methods]
+    plans = [m.plan(model, **p) for m, p in resolved]
+    fused = [i for i, plan in enumerate(plans) if plan is not None]
+    out: list[Tensor | None] = [None] * len(resolved)
+    for i, maps in zip(fused, execute(model, images, targets, [plans[i] for i in fused], batch_size=batch_size)):
+        out[i] = maps
+    for i, (method, params) in enumerate(resolved):
+        if out[i] is None:
+            out[i] = method(model, images, targets, batch_size=batch_size, **params)
+    return out

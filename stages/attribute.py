@@ -1,0 +1,90 @@
+"""DVC stage `attribute@<task>-<model>`: saliency maps of every method in params.yaml `attribute.methods`.
+
+Reads the checkpoint data/models/<task>/<model>/<attribute.checkpoint> and the split
+data/render/<task>/<attribute.split>; writes data/maps/<task>/<model>/<method>/ (safetensors shards +
+manifest, see salbench.attribution.cache). A method whose cache key (checkpoint hash, method, params,
+layers, targets, seed, attribution code) is unchanged keeps its maps; all others are computed together
+by salbench.attribution.attribute_many, which serves every single-pass method from shared passes.
+Entries: salbench.attribution.spec (method, params, layers/combine, meta_lr, explain, families).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from salbench.attribution import attribute_many, build, select_targets
+from salbench.attribution.cache import cache_key, is_fresh, save_maps
+from salbench.io import file_hash
+from salbench.models import load_checkpoint, preprocess
+from salbench.params import ParamsError, check_keys, load_params, section
+from salbench.render import load_split
+
+STAGE_KEYS = ("seed", "device", "batch_size", "split", "checkpoint", "explain", "methods")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda[:N]``, or ``auto`` (CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(f"attribute.device={name!r} but CUDA is not available here; use cpu or auto")
+    return device
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", required=True, help="task name (data/render/<task>)")
+    ap.add_argument("--model", required=True, help="model name (data/models/<task>/<model>)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default=None, help="default: data/render/<task>")
+    ap.add_argument("--models", default="data/models", help="root of the trained models")
+    ap.add_argument("--out", default=None, help="default: data/maps/<task>/<model>")
+    args = ap.parse_args()
+
+    p = section(load_params(args.params), "attribute")
+    check_keys(p, STAGE_KEYS, "attribute")
+    seed, batch_size = int(p.get("seed", 0)), int(p.get("batch_size", 32))
+    device = resolve_device(str(p.get("device", "cpu")))
+    torch.manual_seed(seed)
+
+    checkpoint = Path(args.models) / args.task / args.model / str(p.get("checkpoint", "final"))
+    model, manifest = load_checkpoint(checkpoint, device)
+    model_hash = file_hash(checkpoint / "model.safetensors")
+    split = load_split(Path(args.data or f"data/render/{args.task}"), str(p.get("split", "test")))
+    images = preprocess(split["images"], manifest)
+    labels = torch.from_numpy(split["label"]).long()
+    targets = select_targets(model, images, labels, str(p.get("explain", "predicted")), batch_size)
+
+    out = Path(args.out or f"data/maps/{args.task}/{args.model}")
+    out.mkdir(parents=True, exist_ok=True)
+    todo, kept = {}, []
+    for name, entry in (p.get("methods") or {}).items():
+        built = build(name, entry, manifest["family"])
+        if built is None:
+            continue
+        method, params = built
+        layer = ",".join(method.layers(model, **params)) or None
+        key = cache_key(model_hash, name, entry or {}, layer, targets, seed)
+        if is_fresh(out / name, key):
+            kept.append(name)
+        else:
+            todo[name] = (method, params, layer)
+
+    t0 = time.perf_counter()
+    maps = attribute_many(model, images, targets, [(m, prm) for m, prm, _ in todo.values()], batch_size=batch_size)
+    for (name, (_, _, layer)), m in zip(todo.items(), maps):
+        save_maps(out / name, m, targets, model_hash=model_hash, method=name,
+                  params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed)
+    for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in todo and d.name not in kept):
+        shutil.rmtree(stale)
+    print(f"[attribute {args.task}/{args.model}] computed {sorted(todo)} in {time.perf_counter() - t0:.1f} s; "
+          f"kept {sorted(kept)}")
+
+
+if __name__ == "__main__":
+    main()
