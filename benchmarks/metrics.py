@@ -1,0 +1,226 @@
+"""Metric speed against reference implementations on the same inputs, in one run.
+
+References: Quantus 0.6 (RelevanceMassAccuracy, RelevanceRankAccuracy, PointingGame, PixelFlipping,
+MPRT) and per-map loops over scikit-image / scipy (SSIM, HOG, Spearman) with the Sanity Checks
+normalisations in numpy. Quantus's localisation metrics get the maps already channel-pooled, outside
+the timed region; ours pool N×3×H×W inside it. Each time is the best of --repeat runs; the last
+column is the largest difference between the two results (NaN-aware) on these inputs.
+
+    python benchmarks/metrics.py --n 256 --size 128 --n-model 64 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import stats
+from skimage.feature import hog as skimage_hog
+from skimage.metrics import structural_similarity
+from torch import nn
+
+from salbench.metrics import (
+    cascading_randomization,
+    hog_cell_size,
+    hog_similarity,
+    pixel_perturbation,
+    pointing_game,
+    pool_channels,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    spearman,
+    ssim,
+)
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def max_diff(a: object, b: object) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    both_nan = np.isnan(a) & np.isnan(b)
+    return float(np.where(both_nan, 0.0, np.abs(a - b)).max())
+
+
+def tiny_cnn(size: int, outputs: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * size * size, outputs),
+    ).eval()
+
+
+def gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    x = images.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(model(x).gather(1, targets[:, None]).sum(), x)[0]
+
+
+def grayscale(a: np.ndarray) -> np.ndarray:
+    image = np.abs(a).sum(0)
+    vmax, vmin = np.percentile(image, 99), image.min()
+    return np.clip((image - vmin) / (vmax - vmin), 0, 1)
+
+
+def diverging(a: np.ndarray) -> np.ndarray:
+    image = a.sum(0)
+    return np.clip(image / np.percentile(np.abs(image), 99), -1, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=256, help="maps for the map-only metrics")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--n-model", type=int, default=64, help="images for the metrics that run a model")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    import quantus
+
+    n, size = args.n, args.size
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(n, 3, size, size, generator=g)
+    R2 = R + torch.randn(n, 3, size, size, generator=g)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for i, (r, c, h, w) in enumerate(torch.randint(1, size // 2, (n, 4), generator=g).tolist()):
+        masks[i, r : r + h, c : c + w] = True
+    x_np = np.zeros((n, 3, size, size), dtype=np.float32)
+    y_np = np.zeros(n, dtype=int)
+    s_np = masks[:, None].numpy()
+    model = tiny_cnn(size, 3)
+
+    rows = []
+
+    def localisation(name: str, ours: Callable, reference: type, pooling: str) -> None:
+        pooled = pool_channels(R, pooling)[:, None].numpy()
+        metric = reference(disable_warnings=True)
+        t_ref, ref = best_time(
+            lambda: metric(
+                model=model, x_batch=x_np, y_batch=y_np, a_batch=pooled, s_batch=s_np, device="cpu", batch_size=n
+            ),
+            args.repeat,
+        )
+        t_ours, out = best_time(lambda: ours(R, masks, pooling=pooling), args.repeat)
+        rows.append((f"{name} ({pooling}), N={n}", t_ours, t_ref, f"quantus.{reference.__name__}", max_diff(out, ref)))
+
+    localisation("relevance_mass_accuracy", relevance_mass_accuracy, quantus.RelevanceMassAccuracy, "l2_sq")
+    localisation("relevance_rank_accuracy", relevance_rank_accuracy, quantus.RelevanceRankAccuracy, "max_norm")
+    localisation("pointing_game", pointing_game, quantus.PointingGame, "max_norm")
+
+    def loop_reference(name: str, ours: Callable, reference: Callable) -> None:
+        a, b = R.numpy(), R2.numpy()
+        t_ref, ref = best_time(lambda: [reference(p, q) for p, q in zip(a, b)], args.repeat)
+        t_ours, out = best_time(lambda: ours(R, R2), args.repeat)
+        rows.append((f"{name}, N={n}", t_ours, t_ref, reference.__doc__, max_diff(out, ref)))
+
+    def scipy_spearman(p: np.ndarray, q: np.ndarray) -> float:
+        """numpy normalisation + scipy.stats.spearmanr"""
+        return stats.spearmanr(grayscale(p).ravel(), grayscale(q).ravel()).statistic
+
+    def skimage_ssim(p: np.ndarray, q: np.ndarray) -> float:
+        """numpy normalisation + skimage structural_similarity"""
+        return structural_similarity(diverging(p), diverging(q), win_size=5, data_range=2)
+
+    cell = hog_cell_size(size, size)
+
+    def skimage_hog_spearman(p: np.ndarray, q: np.ndarray) -> float:
+        """numpy normalisation + skimage hog + scipy.stats.spearmanr"""
+        return stats.spearmanr(
+            skimage_hog(grayscale(p), 8, cell, (1, 1)), skimage_hog(grayscale(q), 8, cell, (1, 1))
+        ).statistic
+
+    loop_reference("spearman (abs)", spearman, scipy_spearman)
+    loop_reference("ssim (Sanity Checks)", ssim, skimage_ssim)
+    loop_reference("hog_similarity", hog_similarity, skimage_hog_spearman)
+
+    m = args.n_model
+    images = torch.rand(m, 3, size, size, generator=g)
+    flip_maps = torch.randn(m, 1, size, size, generator=g)
+    targets = torch.zeros(m, dtype=torch.long)
+    per_step = 1024  # Quantus: features of the channel-broadcast map per step; must divide H·W
+    steps = 3 * size * size // per_step
+    flipping = quantus.PixelFlipping(
+        features_in_step=per_step, normalise=False, perturb_baseline=0.0, disable_warnings=True
+    )
+    t_ref, ref = best_time(
+        lambda: flipping(
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=targets.numpy(),
+            a_batch=flip_maps.numpy(),
+            device="cpu",
+            batch_size=m,
+            softmax=True,
+        ),
+        args.repeat,
+    )
+    t_ours, out = best_time(
+        lambda: pixel_perturbation(model, images, flip_maps, targets, steps=steps + 1, batch_size=m), args.repeat
+    )
+    rows.append(
+        (f"pixel_perturbation MoRF, {steps} steps, N={m}", t_ours, t_ref, "quantus.PixelFlipping", float("nan"))
+    )
+
+    one_class = tiny_cnn(size, 1)
+
+    def quantus_similarity(a: np.ndarray, b: np.ndarray, batched: bool = True) -> np.ndarray:
+        a, b = (v.reshape(len(v), 3, size, size) for v in (a, b))
+        return np.array([stats.spearmanr(grayscale(p).ravel(), grayscale(q).ravel()).statistic for p, q in zip(a, b)])
+
+    def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs) -> np.ndarray:
+        return gradient(model, torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+
+    mprt = quantus.MPRT(
+        similarity_func=quantus_similarity,
+        layer_order="top_down",
+        seed=0,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )
+    t_ref, ref = best_time(
+        lambda: mprt(
+            model=one_class,
+            x_batch=images.numpy(),
+            y_batch=targets.numpy(),
+            a_batch=None,
+            explain_func=explain_func,
+            device="cpu",
+            batch_size=m,
+        ),
+        args.repeat,
+    )
+    t_ours, out = best_time(
+        lambda: cascading_randomization(
+            one_class, gradient, images, blocks=["5", "2", "0"], similarities=["spearman_abs"], seed=1, batch_size=m
+        ),
+        args.repeat,
+    )
+    diff = max_diff(out.similarity["spearman_abs"].numpy(), np.stack([ref[b] for b in ("5", "2", "0")]))
+    rows.append(
+        (f"cascading_randomization (3 blocks, spearman_abs), N={m}", t_ours, t_ref, "quantus.MPRT + scipy", diff)
+    )
+
+    print(f"maps {size}x{size}, torch threads {args.threads}, best of {args.repeat}; speed-up = reference time / ours")
+    print(f"{'metric':58s} {'ours ms':>9s} {'ref ms':>9s} {'speed-up':>9s}  {'max |diff|':>10s}  reference")
+    for name, ours_t, ref_t, ref_name, diff in rows:
+        print(f"{name:58s} {ours_t * 1e3:9.1f} {ref_t * 1e3:9.1f} {ref_t / ours_t:8.1f}x  {diff:10.1e}  {ref_name}")
+
+
+if __name__ == "__main__":
+    main()

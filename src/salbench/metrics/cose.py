@@ -1,0 +1,196 @@
+"""COSE: consistency and sensitivity of saliency maps (Daroya, Sun, Maji 2023; SPEC.md section 3).
+
+Only correctly classified images are used. Each is paired with transformed copies (see
+:mod:`.transforms`) and with other models (model changes). A pair whose prediction stays correct
+joins the consistency pool, one whose prediction changes the sensitivity pool; model-change pairs
+always join the sensitivity pool. Maps are channel-pooled; the map of a geometrically transformed
+image is mapped back with the inverse transform and compared on the valid pixels only (the
+transformed all-ones image mapped back, eroded by a 5×5 window). Similarity is SSIM with a 5×5
+uniform window and data range the larger value range of the two maps over the valid pixels.
+
+C = mean SSIM over the consistency pool, F = mean SSIM over the sensitivity pool, S = 1 - F,
+COSE = √(C·S) (a negative C counts as 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import METRICS, Explain, MetricInputs, Summary, batches, explain_batched, predict
+from .bootstrap import bootstrap_means, bootstrap_summary, finite_values
+from .pooling import pool_channels
+from .ssim import ssim_index
+from .transforms import GEOMETRIC, TRANSFORMS, Transform, sample_magnitudes
+
+SPLITS = ("geometric", "photometric", "model_change")
+
+
+class CosePairs(NamedTuple):
+    ssim: Tensor  # P: SSIM of the original map with the transformed (mapped back) or other model's map
+    consistent: Tensor  # P bool: consistency pool (prediction unchanged), else sensitivity pool
+    split: Tensor  # P long: index into SPLITS
+    source: Tensor  # P long: index into sources
+    sources: list[str]  # transform names, then model-change names
+    sample: Tensor  # P long: index of the image in the images passed to cose
+    magnitude: Tensor  # P float64: the transform's signed magnitude (0 where it has none)
+
+
+def erode(mask: Tensor, size: int = 5) -> Tensor:
+    """Erode N×H×W bool masks with a size×size window; outside the image counts as valid."""
+    return -F.max_pool2d(-mask[:, None].float(), size, stride=1, padding=size // 2)[:, 0] > 0.5
+
+
+def valid_mask(transform: Transform, magnitudes: Tensor, like: Tensor) -> Tensor:
+    """Pixels (N×H×W bool) of the original frame that a geometric transform keeps, eroded by 5×5."""
+    ones = torch.ones_like(like[:, :1])
+    return erode(transform.invert(transform.apply(ones, magnitudes), magnitudes)[:, 0] > 0.5)
+
+
+def cose_ssim(a: Tensor, b: Tensor, valid: Tensor) -> Tensor:
+    """SSIM (5×5) of maps a, b (N×H×W) over ``valid`` pixels, data range the larger value range of the two there."""
+
+    def value_range(m: Tensor) -> Tensor:
+        return torch.where(valid, m, -torch.inf).amax((1, 2)) - torch.where(valid, m, torch.inf).amin((1, 2))
+
+    return ssim_index(a, b, torch.maximum(value_range(a), value_range(b)), win_size=5, mask=valid)
+
+
+def cose(
+    model: nn.Module,
+    explain: Explain,
+    images: Tensor,
+    labels: Tensor,
+    transforms: Sequence[str] | None = None,
+    per_image: int = 2,
+    model_changes: Mapping[str, nn.Module] | None = None,
+    pooling: str = "l1",
+    seed: int = 0,
+    batch_size: int = 64,
+) -> CosePairs:
+    """COSE pairs of images N×C×H×W in [0, 1] (the model takes them as they are) with labels N.
+
+    ``transforms``: names from TRANSFORMS (default all); ``per_image`` magnitudes are drawn per
+    image and transform that has magnitudes (one pair otherwise), seeded by ``seed``.
+    """
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("cose transforms images in [0, 1]: pass such images and a model that normalises them itself")
+    chosen = {name: TRANSFORMS.get(name) for name in (TRANSFORMS.names() if transforms is None else transforms)}
+    changes = dict(model_changes or {})
+    device = images.device
+    keep = (predict(model, images, batch_size) == labels).nonzero()[:, 0]
+    x, y = images[keep], labels[keep]
+    base = pool_channels(explain_batched(explain, model, x, y, batch_size), pooling)
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[CosePairs] = []
+    for source, transform in enumerate(chosen.values()):
+        sample = torch.arange(len(x), device=device).repeat(per_image if transform.max_magnitude else 1)
+        magnitude = sample_magnitudes(transform, len(sample), tuple(x.shape[-2:]), generator).to(device)
+        for s in batches(len(sample), batch_size):
+            idx, m = sample[s], magnitude[s]
+            changed = transform.apply(x[idx], m)
+            prediction = predict(model, changed, batch_size)
+            maps = pool_channels(explain_batched(explain, model, changed, prediction, batch_size), pooling)
+            if transform.kind == GEOMETRIC:
+                maps, valid = transform.invert(maps[:, None], m)[:, 0], valid_mask(transform, m, changed)
+            else:
+                valid = torch.ones_like(maps, dtype=torch.bool)
+            similarity = cose_ssim(base[idx], maps, valid)
+            parts.append(_part(similarity, prediction == y[idx], SPLITS.index(transform.kind), source, idx, m))
+    for source, other in enumerate(changes.values(), start=len(chosen)):
+        for s in batches(len(x), batch_size):
+            idx = torch.arange(s.start, s.stop, device=device)
+            maps = pool_channels(
+                explain_batched(explain, other, x[s], predict(other, x[s], batch_size), batch_size), pooling
+            )
+            similarity = cose_ssim(base[s], maps, torch.ones_like(maps, dtype=torch.bool))
+            parts.append(
+                _part(
+                    similarity,
+                    torch.zeros_like(idx, dtype=torch.bool),
+                    SPLITS.index("model_change"),
+                    source,
+                    idx,
+                    torch.zeros_like(similarity),
+                )
+            )
+    if not parts:  # no correctly classified image or nothing to compare with
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        parts.append(_part(empty.double(), empty.bool(), 0, 0, empty, empty.double()))
+    pairs = CosePairs(
+        **{f: torch.cat([getattr(p, f) for p in parts]) for f in CosePairs._fields if f != "sources"},
+        sources=[*chosen, *changes],
+    )
+    return pairs._replace(sample=keep[pairs.sample])
+
+
+def _part(ssim: Tensor, consistent: Tensor, split: int, source: int, idx: Tensor, magnitude: Tensor) -> CosePairs:
+    """The pairs of one batch, tagged with their split and source."""
+    return CosePairs(
+        ssim,
+        consistent,
+        torch.full_like(idx, split),
+        torch.full_like(idx, source),
+        [],
+        idx,
+        magnitude.to(torch.float64),
+    )
+
+
+def cose_summary(pairs: CosePairs, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Summary]:
+    """Consistency C, sensitivity S and COSE per split and over all pairs ('all'), keyed 'split/stat'.
+
+    CIs resample the consistency and the sensitivity pool independently (percentile bootstrap);
+    ``n`` counts the pairs used (both pools for COSE). The model-change split has no consistency
+    pool, so its C and COSE are NaN.
+    """
+    out: dict[str, Summary] = {}
+    for split in (*SPLITS, "all"):
+        in_split = torch.ones_like(pairs.consistent) if split == "all" else pairs.split == SPLITS.index(split)
+        c, c_undefined = finite_values(pairs.ssim, in_split & pairs.consistent)
+        f, f_undefined = finite_values(pairs.ssim, in_split & ~pairs.consistent)
+        generator = torch.Generator().manual_seed(seed)
+        c_boot = bootstrap_means(c, n_boot, generator) if len(c) else None
+        s_boot = 1 - bootstrap_means(f, n_boot, generator) if len(f) else None
+        c_mean = c.mean().item() if len(c) else math.nan
+        s_mean = 1 - f.mean().item() if len(f) else math.nan
+        out[f"{split}/consistency"] = bootstrap_summary(c_mean, c_boot, len(c), c_undefined, level)
+        out[f"{split}/sensitivity"] = bootstrap_summary(s_mean, s_boot, len(f), f_undefined, level)
+        both = c_boot is not None and s_boot is not None
+        cose_boot = (c_boot * s_boot).clamp(min=0).sqrt() if both else None
+        cose_mean = math.sqrt(max(c_mean * s_mean, 0)) if both else math.nan
+        out[f"{split}/cose"] = bootstrap_summary(
+            cose_mean, cose_boot, len(c) + len(f) if both else 0, c_undefined + f_undefined, level
+        )
+    return out
+
+
+@METRICS.register("cose")
+def cose_metric(
+    inputs: MetricInputs,
+    *,
+    transforms: Sequence[str] | None = None,
+    per_image: int = 2,
+    pooling: str = "l1",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Summary]:
+    """COSE's C, S and COSE per split (geometric, photometric, model_change, all), correctly classified samples only."""
+    inputs.need("cose", "explain")
+    pairs = cose(
+        inputs.model,
+        inputs.explain,
+        inputs.images,
+        inputs.labels,
+        transforms,
+        per_image,
+        inputs.model_changes,
+        pooling,
+        seed,
+        inputs.batch_size,
+    )
+    return cose_summary(pairs, n_boot=n_boot, seed=seed)

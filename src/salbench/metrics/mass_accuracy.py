@@ -1,0 +1,38 @@
+"""Relevance mass accuracy (CLEVR-XAI, Osman et al. 2020): the share of relevance inside the GT mask."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
+from .bootstrap import summary
+from .pooling import pool_non_negative
+
+
+def _mass_accuracy(R: Tensor, M: Tensor, pooling: str) -> Tensor:
+    pooled = pool_non_negative(R, pooling, "relevance mass accuracy").flatten(1)
+    inside = M.flatten(1)
+    mass = torch.where(inside, pooled, 0).sum(1) / pooled.sum(1)
+    return mass.masked_fill(~inside.any(1), torch.nan)
+
+
+def relevance_mass_accuracy(R: Tensor, M: Tensor, pooling: str = "l2_sq") -> Tensor:
+    """Σ_{p∈M} R_p / Σ_p R_p of the pooled relevance; R N×C×H×W, M N×H×W bool -> N in [0, 1].
+
+    NaN for an empty mask or a map without relevance.
+    """
+    R = as_maps(R, "R")
+    return in_chunks(partial(_mass_accuracy, pooling=pooling), R, check_masks(M, R))
+
+
+@METRICS.register("mass_accuracy")
+def mass_accuracy_metric(
+    inputs: MetricInputs, *, pooling: str = "l2_sq", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Summary]:
+    """Relevance mass accuracy over the correctly classified samples."""
+    inputs.need("mass_accuracy", "masks")
+    values = relevance_mass_accuracy(inputs.maps, inputs.masks, pooling)
+    return {"mass_accuracy": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}

@@ -1,0 +1,124 @@
+"""Pixel perturbation (Samek et al. 2017; used by CLEVR-XAI): replace pixels or patches in order of
+relevance, most relevant first (MoRF) or least relevant first (LeRF), and follow the class score.
+
+AOPC = mean over the curve of (score before perturbation - score after k steps), the unperturbed
+point included, so a curve of ``steps`` points averages ``steps`` terms, the first being 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import METRICS, MetricInputs, Summary, as_maps, batches, require_eval
+from .bootstrap import summary
+from .pooling import pool_channels
+
+ORDERS = ("morf", "lerf")
+SCORES = ("probability", "logit")
+
+
+class PerturbationCurves(NamedTuple):
+    fractions: Tensor  # steps: share of units (pixels or patches) replaced at each point
+    scores: Tensor  # N×steps: score of the target class
+    correct: Tensor  # N×steps bool: the target class is still the model's prediction
+    aopc: Tensor  # N: area over the perturbation curve
+
+
+def removal_ranks(relevance: Tensor, order: str, generator: torch.Generator) -> Tensor:
+    """Rank (0 = replaced first) of each unit of relevance N×U; ties broken by a seeded random permutation."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
+    n, units = relevance.shape
+    shuffle = torch.rand(n, units, generator=generator).argsort(1).to(relevance.device)
+    key = relevance.gather(1, shuffle)
+    sequence = shuffle.gather(1, key.argsort(dim=1, descending=order == "morf", stable=True))
+    return torch.empty_like(sequence).scatter_(1, sequence, torch.arange(units, device=relevance.device).expand(n, -1))
+
+
+def pixel_perturbation(
+    model: nn.Module,
+    x: Tensor,
+    R: Tensor,
+    targets: Tensor,
+    order: str = "morf",
+    steps: int = 21,
+    baseline: float | Tensor = 0.0,
+    patch: int = 1,
+    pooling: str = "sum",
+    score: str = "probability",
+    seed: int = 0,
+    batch_size: int = 64,
+) -> PerturbationCurves:
+    """Perturbation curves of images x (N×C×H×W) ordered by the pooled relevance R (N×C'×H×W).
+
+    ``steps`` points, evenly spaced from 0 to all units replaced; units are ``patch``×``patch``
+    squares ranked by their summed pooled relevance. Replaced pixels take ``baseline`` (a number
+    or a tensor broadcastable to x). ``score``: softmax probability or logit of ``targets``.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (the unperturbed point and at least one more), got {steps}")
+    require_eval(model)
+    R = as_maps(R, "R")
+    n, _, height, width = x.shape
+    if R.shape[0] != n or R.shape[2:] != x.shape[2:]:
+        raise ValueError(f"R must hold one H×W map per image, got {tuple(R.shape)} for images {tuple(x.shape)}")
+    if height % patch or width % patch:
+        raise ValueError(f"patch {patch} must divide the image size {height}×{width}")
+    relevance = F.avg_pool2d(pool_channels(R, pooling)[:, None], patch).flatten(1)
+    ranks = removal_ranks(relevance, order, torch.Generator().manual_seed(seed))
+    fractions = torch.linspace(0, 1, steps, dtype=torch.float64)
+    counts = (fractions * relevance.shape[1]).round().long().tolist()
+    baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    scores, correct = [], []
+    with torch.no_grad():
+        for count in counts:
+            removed = (ranks < count).reshape(n, 1, height // patch, width // patch)
+            removed = removed.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+            out = torch.cat([model(torch.where(removed[s], baseline[s], x[s])) for s in batches(n, batch_size)])
+            values = out.softmax(1) if score == "probability" else out
+            scores.append(values.gather(1, targets[:, None])[:, 0])
+            correct.append(out.argmax(1) == targets)
+    curve = torch.stack(scores, 1)
+    return PerturbationCurves(fractions, curve, torch.stack(correct, 1), (curve[:, :1] - curve).mean(1))
+
+
+def _aopc_metric(order: str) -> Callable[..., dict[str, Summary]]:
+    def metric(
+        inputs: MetricInputs,
+        *,
+        steps: int = 21,
+        baseline: float = 0.0,
+        patch: int = 1,
+        pooling: str = "sum",
+        score: str = "probability",
+        n_boot: int = 1000,
+        seed: int = 0,
+    ) -> dict[str, Summary]:
+        curves = pixel_perturbation(
+            inputs.model,
+            inputs.images,
+            inputs.maps,
+            inputs.predictions,
+            order,
+            steps,
+            baseline,
+            patch,
+            pooling,
+            score,
+            seed,
+            inputs.batch_size,
+        )
+        return {f"aopc_{order}": summary(curves.aopc, inputs.correct, n_boot=n_boot, seed=seed)}
+
+    metric.__doc__ = f"AOPC of the {order.upper()} pixel-perturbation curve over the correctly classified samples."
+    return metric
+
+
+for _order in ORDERS:
+    METRICS.register(f"aopc_{_order}")(_aopc_metric(_order))

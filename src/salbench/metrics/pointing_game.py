@@ -1,0 +1,52 @@
+"""Pointing game (Zhang et al. 2018, as used with CLEVR-XAI): does the relevance peak hit the GT mask?"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
+from .bootstrap import summary
+from .pooling import pool_channels
+
+
+def dilate(mask: Tensor, radius: int) -> Tensor:
+    """Dilate N×H×W bool masks by a Euclidean disk of ``radius`` pixels (dy² + dx² <= radius²)."""
+    if radius == 0:
+        return mask
+    offsets = torch.arange(-radius, radius + 1, device=mask.device)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).to(torch.float32)
+    hits = F.conv2d(mask[:, None].to(torch.float32), disk[None, None], padding=radius)
+    return hits[:, 0] > 0.5
+
+
+def _pointing_game(R: Tensor, M: Tensor, tolerance: int, pooling: str) -> Tensor:
+    pooled = pool_channels(R, pooling)
+    peak = pooled == pooled.flatten(1).amax(1)[:, None, None]
+    hit = (peak & dilate(M, tolerance)).flatten(1).any(1)
+    return hit.to(pooled.dtype).masked_fill(~M.flatten(1).any(1), torch.nan)
+
+
+def pointing_game(R: Tensor, M: Tensor, tolerance: int = 0, pooling: str = "max_norm") -> Tensor:
+    """1 if a maximum of the pooled relevance lies within ``tolerance`` px of M, else 0.
+
+    R N×C×H×W, M N×H×W bool -> N float. Tied maxima hit if any of them does (as Quantus);
+    NaN for an empty mask.
+    """
+    if tolerance < 0 or int(tolerance) != tolerance:
+        raise ValueError(f"tolerance must be a non-negative whole number of pixels, got {tolerance}")
+    R = as_maps(R, "R")
+    return in_chunks(partial(_pointing_game, tolerance=int(tolerance), pooling=pooling), R, check_masks(M, R))
+
+
+@METRICS.register("pointing_game")
+def pointing_game_metric(
+    inputs: MetricInputs, *, tolerance: int = 0, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Summary]:
+    """Pointing-game hit rate over the correctly classified samples."""
+    inputs.need("pointing_game", "masks")
+    values = pointing_game(inputs.maps, inputs.masks, tolerance, pooling)
+    return {"pointing_game": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}

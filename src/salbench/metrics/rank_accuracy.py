@@ -1,0 +1,62 @@
+"""Relevance rank accuracy (CLEVR-XAI, Osman et al. 2020): |top-K(R) ∩ M| / K with K = |M|."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
+from .bootstrap import summary
+from .pooling import pool_channels
+
+
+def kth_smallest(x: Tensor, k: Tensor) -> Tensor:
+    """The k_n-th smallest entry (1-based) of each row of x (N×L); k LongTensor N in [1, L].
+
+    One ``kthvalue`` call for all rows: row n gets max(k) - k_n extra entries of -inf and
+    k_n - min(k) of +inf, so that every row's answer is its max(k)-th smallest.
+    """
+    lo, hi = int(k.min()), int(k.max())
+    if lo == hi:
+        return x.kthvalue(lo, dim=1).values
+    below = torch.arange(hi - lo, device=x.device) < (hi - k)[:, None]
+    padding = torch.where(below, -torch.inf, torch.inf).to(x.dtype)
+    return torch.cat([x, padding], 1).kthvalue(hi, dim=1).values
+
+
+def _rank_accuracy(R: Tensor, M: Tensor, pooling: str) -> Tensor:
+    pooled = pool_channels(R, pooling).flatten(1)
+    inside = M.flatten(1)
+    k = inside.sum(1)
+    threshold = kth_smallest(pooled, (pooled.shape[1] - k + 1).clamp(max=pooled.shape[1]))[:, None]
+    at_least = pooled >= threshold
+    hits = (at_least & inside).sum(1, dtype=torch.float64)
+    excess = at_least.sum(1, dtype=torch.float64) - k  # > 0 where pixels tied with the K-th value overflow the top K
+    if (excess > 0).any():
+        tied = pooled == threshold
+        hits = hits - excess * (tied & inside).sum(1, dtype=torch.float64) / tied.sum(1, dtype=torch.float64)
+    accuracy = hits / k
+    return accuracy.to(pooled.dtype).masked_fill(k == 0, torch.nan)
+
+
+def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> Tensor:
+    """Fraction of the K = |M| highest pooled-relevance pixels inside M; R N×C×H×W, M N×H×W -> N.
+
+    Pixels tied with the K-th highest value count by expectation over random tie-breaking
+    (Quantus breaks ties by argsort order instead; both agree when there are no ties).
+    NaN for an empty mask.
+    """
+    R = as_maps(R, "R")
+    return in_chunks(partial(_rank_accuracy, pooling=pooling), R, check_masks(M, R))
+
+
+@METRICS.register("rank_accuracy")
+def rank_accuracy_metric(
+    inputs: MetricInputs, *, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Summary]:
+    """Relevance rank accuracy over the correctly classified samples."""
+    inputs.need("rank_accuracy", "masks")
+    values = relevance_rank_accuracy(inputs.maps, inputs.masks, pooling)
+    return {"rank_accuracy": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}

@@ -1,0 +1,31 @@
+"""Fixtures for the metric tests."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def quantus():
+    """Quantus (a test dependency), with its parameterisation warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import quantus
+
+        yield quantus
