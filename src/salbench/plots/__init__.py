@@ -1,0 +1,24 @@
+"""Figures of the papers' results (one module per figure, registered in ``FIGURES``) and the HTML report.
+
+Every figure is ``draw(inputs: Inputs) -> matplotlib Figure`` over the evaluate and permutation outputs;
+methods keep one colour in every figure (``Inputs.colors``).
+"""
+from . import (  # noqa: F401
+               class_sensitivity,
+               clevr_xai,
+               cose,
+               data_randomization,
+               depict,
+               examples,
+               meta_saliency,
+               normgrad,
+               normgrad_maps,
+               perturbation,
+               sanity_checks,
+               sanity_maps,
+)
+from .base import FIGURES, Figure, Inputs, Run, load_inputs, load_run, method_colors
+from .report import png_bytes, render_report
+
+__all__ = ["FIGURES", "Figure", "Inputs", "Run", "load_inputs", "load_run", "method_colors", "png_bytes",
+           "render_report"]

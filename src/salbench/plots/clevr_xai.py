@@ -1,0 +1,36 @@
+"""CLEVR-XAI (Osman et al. 2020): relevance mass and rank accuracy per method and channel pooling."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Inputs, figure, pyplot
+
+POOLINGS = ("sum_abs", "sum_pos", "max_norm", "l1", "l2", "l2_sq")
+METRICS = ("mass_accuracy", "rank_accuracy")
+
+
+@figure("clevr_xai", "CLEVR-XAI: ground-truth mass and rank accuracy",
+        "Relevance mass accuracy (share of pooled relevance inside the GT mask) and rank accuracy (share of the "
+        "|GT| most relevant pixels inside it) per method (rows) and channel pooling (columns), correctly "
+        "classified test images only; cell = mean (the tables below give CIs and counts).")
+def draw(inputs: Inputs) -> Any:
+    plt = pyplot()
+    methods = inputs.methods
+    fig, axes = plt.subplots(len(METRICS), len(inputs.runs), figsize=(3.3 * len(inputs.runs) + 1.5, 0.32 * len(methods) * 2 + 2.8),
+                             squeeze=False, layout="constrained")
+    for row, metric in enumerate(METRICS):
+        for ax, run in zip(axes[row], inputs.runs):
+            grid = np.array([[run.mean(m, f"{metric}/{p}") for p in POOLINGS] for m in methods])
+            image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
+            bottom = row == len(METRICS) - 1
+            ax.set_xticks(range(len(POOLINGS)), POOLINGS if bottom else [""] * len(POOLINGS), rotation=45, ha="right",
+                          fontsize=7)
+            ax.set_yticks(range(len(methods)), methods if ax is axes[row, 0] else [""] * len(methods), fontsize=7)
+            ax.set_title(f"{metric.replace('_', ' ')}\n{run.label}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="accuracy")
+    return fig

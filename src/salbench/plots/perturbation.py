@@ -1,0 +1,28 @@
+"""Pixel perturbation: MoRF and LeRF curves of the class probability per method."""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Inputs, figure, pyplot
+
+
+@figure("perturbation", "Pixel perturbation (MoRF / LeRF)",
+        "Mean probability of the explained class as patches are replaced by black, most relevant first (MoRF, "
+        "solid: a good map drops fast) or least relevant first (LeRF, dashed: a good map stays high); correctly "
+        "classified images. AOPC values and their ranking agreement with the GT metrics are in the tables.")
+def draw(inputs: Inputs) -> Any:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(inputs.runs), figsize=(4 * len(inputs.runs), 3.6), squeeze=False, sharey=True)
+    for ax, run in zip(axes[0], inputs.runs):
+        for method in dict.fromkeys(r["method"] for r in run.perturbation):
+            for order, style in (("morf", "-"), ("lerf", "--")):
+                rows = [r for r in run.perturbation if r["method"] == method and r["order"] == order]
+                ax.plot([r["fraction"] for r in rows], [r["score"] for r in rows], style, color=inputs.colors.get(method),
+                        label=method if order == "morf" else None, lw=1.2)
+        ax.set_xlabel("fraction of patches replaced")
+        ax.set_title(run.label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("class probability")
+    axes[0, -1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,76 @@
+"""DVC stage `evaluate@<task>-<model>`: every metric of params.yaml `evaluate` for every attribute entry.
+
+Reads the test split data/render/<task>/, the models data/models/<task>/<model>/{final, random_labels,
+random_init, checkpoints}/ and the cached maps data/maps/<task>/<model>/<entry>/ (stage attribute), and
+builds each entry's method from `attribute.methods` for the metrics that need new maps. Writes
+data/metrics/evaluate/<task>/<model>.json (entry -> metric -> {mean, ci_low, ci_high, n, n_undefined},
+ranking agreement, meta-saliency, layer study), data/plots/evaluate/<task>/<model>/{perturbation,
+randomization, layers}.csv and data/evaluate/<task>/<model>/ (example maps for the figures).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from attribute import resolve_device
+
+from salbench.attribution import select_targets
+from salbench.errors import cli
+from salbench.evaluate import EvalData, evaluate, parse_config
+from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
+from salbench.io import atomic_dir
+from salbench.models import preprocess
+from salbench.params import load_params, section
+from salbench.render import load_split
+
+
+@cli
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", required=True, help="task name (data/render/<task>)")
+    ap.add_argument("--model", required=True, help="model name (data/models/<task>/<model>)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default=None, help="default: data/render/<task>")
+    ap.add_argument("--models", default="data/models", help="root of the trained models")
+    ap.add_argument("--maps", default=None, help="default: data/maps/<task>/<model>")
+    ap.add_argument("--metrics", default=None, help="default: data/metrics/evaluate/<task>/<model>.json")
+    ap.add_argument("--plots", default=None, help="default: data/plots/evaluate/<task>/<model>")
+    ap.add_argument("--out", default=None, help="default: data/evaluate/<task>/<model>")
+    args = ap.parse_args()
+    name = f"{args.task}/{args.model}"
+
+    params = load_params(args.params)
+    config = parse_config(section(params, "evaluate"))
+    attribute = section(params, "attribute")
+    methods = attribute.get("methods") or {}
+    check_entry_names(config, methods)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+
+    model_dir = Path(args.models) / args.task / args.model
+    models = load_models(model_dir, device, f"train@{args.task}-{args.model}")
+    split = load_split(Path(args.data or f"data/render/{args.task}"), str(attribute.get("split", "test")))
+    images = preprocess(split["images"], {"input_size": models.model.input_size}).to(device)
+    labels = torch.from_numpy(split["label"]).long().to(device)
+    targets = select_targets(models.model, images, labels, str(attribute.get("explain", "predicted")),
+                             config.batch_size)
+    data = EvalData(images, labels, torch.from_numpy(split["gt_mask"]).bool().to(device),
+                   select_targets(models.model, images, labels, "predicted", config.batch_size))
+    entries = load_entries(methods, models.model.family, Path(args.maps or f"data/maps/{name}"), models.model,
+                           model_hash(model_dir), targets, int(attribute.get("seed", 0)),
+                           f"attribute@{args.task}-{args.model}")
+
+    t0 = time.perf_counter()
+    report = evaluate(models, data, entries, config)
+    meta = {"task": args.task, "model": args.model, "n_test": len(labels),
+            "accuracy": (data.predictions == labels).double().mean().item()}
+    with atomic_dir(args.plots or f"data/plots/evaluate/{name}") as plots, \
+            atomic_dir(args.out or f"data/evaluate/{name}") as out:
+        save_report(report, Path(args.metrics or f"data/metrics/evaluate/{name}.json"), plots, out, meta)
+    print(f"[evaluate {name}] {len(report.methods)} methods in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
