@@ -18,24 +18,17 @@ import torch
 
 from salbench.attribution import attribute_many, build, select_targets
 from salbench.attribution.cache import cache_key, is_fresh, save_maps
+from salbench.device import resolve_device
+from salbench.errors import cli
 from salbench.io import file_hash
 from salbench.models import load_checkpoint, preprocess
-from salbench.params import ParamsError, check_keys, load_params, section
+from salbench.params import check_keys, load_params, section
 from salbench.render import load_split
 
-STAGE_KEYS = ("seed", "device", "batch_size", "split", "checkpoint", "explain", "methods")
+STAGE_KEYS = ("tasks", "seed", "device", "batch_size", "split", "checkpoint", "explain", "methods")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda[:N]``, or ``auto`` (CUDA when available)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(f"attribute.device={name!r} but CUDA is not available here; use cpu or auto")
-    return device
-
-
+@cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--task", required=True, help="task name (data/render/<task>)")

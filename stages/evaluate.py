@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import torch
-from attribute import resolve_device
 
+from salbench.device import resolve_device
 from salbench.attribution import select_targets
 from salbench.errors import cli
 from salbench.evaluate import EvalData, evaluate, parse_config

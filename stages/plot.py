@@ -32,8 +32,8 @@ def main() -> None:
     names = list(p.get("figures") or FIGURES.names())
     for name in names:
         FIGURES.get(name)
-    train = section(params, "train")
-    inputs = load_inputs(Path(args.data), list(train["tasks"]), list(train["models"]), depict="depict" in names)
+    tasks, models = section(params, "attribute")["tasks"], section(params, "train")["models"]
+    inputs = load_inputs(Path(args.data), list(tasks), list(models), depict="depict" in names)
     plt, dpi = pyplot(), int(p.get("dpi", 110))
     pngs = {}
     with atomic_dir(args.figures) as out:

@@ -68,7 +68,7 @@ def test_methods_keep_one_colour(data_root):
 
 
 def test_stage_writes_figures_and_a_self_contained_report(data_root, tmp_path):
-    params = {"train": {"tasks": TASKS, "models": {m: {} for m in MODELS}}, "plot": {"figures": FIGURES.names(), "dpi": 40}}
+    params = {"attribute": {"tasks": TASKS}, "train": {"models": {m: {} for m in MODELS}}, "plot": {"figures": FIGURES.names(), "dpi": 40}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(ROOT / "stages" / "plot.py"), "--params", str(tmp_path / "params.yaml"), "--data",
            str(data_root), "--figures", str(tmp_path / "figures"), "--report", str(tmp_path / "report")]
@@ -81,7 +81,7 @@ def test_stage_writes_figures_and_a_self_contained_report(data_root, tmp_path):
 
 
 def test_missing_evaluate_output_names_the_stage(data_root, tmp_path):
-    params = {"train": {"tasks": TASKS, "models": {"cnn-m": {}, "other": {}}}, "plot": {"figures": ["examples"]}}
+    params = {"attribute": {"tasks": TASKS}, "train": {"models": {"cnn-m": {}, "other": {}}}, "plot": {"figures": ["examples"]}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, str(ROOT / "stages" / "plot.py"), "--params", str(tmp_path / "params.yaml"), "--data",
            str(data_root), "--figures", str(tmp_path / "f"), "--report", str(tmp_path / "r")]
