@@ -26,6 +26,9 @@ def pipeline_copy(tmp_path: Path) -> Callable[[Mapping[str, Any]], Path]:
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         run(["git", "init", "-q"], repo)
         run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+        # A clone has commits (dvclive and `dvc exp` need a HEAD).
+        run(["git", "add", "-A"], repo)
+        run(["git", "-c", "user.name=salbench", "-c", "user.email=salbench@localhost", "commit", "-qm", "init"], repo)
         return repo
 
     return make

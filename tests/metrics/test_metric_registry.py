@@ -3,6 +3,8 @@ and names a missing input."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -82,3 +84,12 @@ def test_missing_input_is_named(name: str, inputs: MetricInputs) -> None:
 def test_unknown_metric_lists_close_and_known_names() -> None:
     with pytest.raises(UnknownNameError, match="Did you mean 'mass_accuracy'.*Known metrics: aopc_lerf"):
         METRICS.get("mass_acc")
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_no_correctly_classified_sample_scores_nothing_without_crashing(inputs: MetricInputs, name: str) -> None:
+    """An untrained model may get every sample wrong: metrics that score correct samples report n = 0."""
+    wrong = replace(inputs, labels=(inputs.predictions + 1) % 4)
+    results = METRICS.get(name)(wrong, n_boot=10, seed=0, **FAST.get(name, {}))
+    if name in CORRECT_ONLY or name == "cose":
+        assert all(s["n"] == 0 for s in results.values()), results

@@ -133,8 +133,10 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
 def explain_batched(
     explain: Explain, model: nn.Module, images: Tensor, targets: Tensor, batch_size: int = 64
 ) -> Tensor:
-    """``explain`` applied ``batch_size`` images at a time; maps N×C'×H×W, detached."""
+    """``explain`` applied ``batch_size`` images at a time; maps N×C'×H×W, detached (0×1×H×W for N = 0)."""
     require_eval(model)
+    if len(images) == 0:  # e.g. no correctly classified image to score
+        return images.new_zeros((0, 1, *images.shape[-2:]))
     return torch.cat(
         [as_maps(explain(model, images[s], targets[s])).detach() for s in batches(len(images), batch_size)]
     )
