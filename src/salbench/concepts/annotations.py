@@ -1,0 +1,72 @@
+"""Concept annotations and captions from scene records of the ``presence`` task.
+
+A concept is an attribute query of the task (e.g. ``red_cube: {color: red, shape: cube}``); an image
+has it when some object matches. Annotations are a bool N×K matrix in the task's concept order, and
+the DEPICT caption of an image lists every concept in that fixed order as present ("a ...") or
+absent ("no ..."), so permuting a column changes exactly one phrase of the caption.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..render.tasks import Presence, build_task, matches
+from ..render.world import ATTRIBUTES, World
+
+# Order of the words in a concept phrase, as in the scene captions ("large red metal cube").
+_PHRASE_ORDER = ("size", "color", "material", "shape")
+
+
+def task_from_manifest(manifest: Mapping[str, Any]) -> tuple[World, Presence]:
+    """The world and ``presence`` task a rendered split was made with (from its manifest's provenance)."""
+    if manifest.get("task") != "presence":
+        raise ValueError(f"DEPICT needs the 'presence' task (concepts with a known rule); the rendered task is "
+                         f"{manifest.get('task')!r}; set concepts.task: presence")
+    prov = manifest["provenance"]["params"]
+    world = World.from_params(prov["render"])
+    return world, build_task("presence", world, prov["task"])
+
+
+def phrase(query: Mapping[str, str]) -> str:
+    """'red cube' for {color: red, shape: cube}; 'yellow object' when the query names no shape."""
+    words = [query[a] for a in _PHRASE_ORDER if a in query]
+    return " ".join(words if "shape" in query else [*words, "object"])
+
+
+def concept_matrix(task: Presence, records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """Bool N×K: image n has concept k (columns in ``task.names`` order)."""
+    rows = [[task.present(r)[c] for c in task.names] for r in records]
+    return torch.tensor(rows, dtype=torch.bool).view(-1, len(task.names))
+
+
+def captions(task: Presence, concepts: torch.Tensor) -> list[str]:
+    """DEPICT captions of a bool N×K matrix: 'a red cube, no blue sphere, ...' in the task's concept order."""
+    phrases = [phrase(task.concepts[c]) for c in task.names]
+    return [", ".join(("a " if on else "no ") + ph for on, ph in zip(row, phrases)) for row in concepts.tolist()]
+
+
+def vocabulary(task: Presence) -> list[str]:
+    """Every word a caption of this task can contain (the tokenizer's vocabulary), sorted."""
+    words = {"a", "no", ","}
+    for c in task.names:
+        words.update(phrase(task.concepts[c]).split())
+    return sorted(words)
+
+
+def object_concepts(task: Presence, records: Sequence[Mapping[str, Any]], max_objects: int) -> torch.Tensor:
+    """Bool N×(max_objects+1)×K: instance id i (0 = ground, k+1 = object k) carries concept k."""
+    out = np.zeros((len(records), max_objects + 1, len(task.names)), dtype=bool)
+    for n, rec in enumerate(records):
+        if len(rec["objects"]) > max_objects:
+            raise ValueError(f"scene {n} has {len(rec['objects'])} objects, more than max_objects={max_objects}")
+        for i, obj in enumerate(rec["objects"]):
+            out[n, i + 1] = [matches(obj, task.concepts[c]) for c in task.names]
+    return torch.from_numpy(out)
+
+
+def attribute_combos(world: World) -> list[dict[str, str]]:
+    """Every attribute combination the world allows."""
+    return [dict(zip(ATTRIBUTES, c)) for c in itertools.product(*(world.values[a] for a in ATTRIBUTES))]

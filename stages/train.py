@@ -1,0 +1,175 @@
+"""DVC stage `train@<task>-<model>`: train a classifier, its checkpoints, random-label model and random-init twin.
+
+Writes data/models/<task>/<model>/{final, checkpoints/epoch_K, random_labels, random_init}/ (checkpoints:
+model.safetensors + manifest.json), metrics.json and plots/ (per-epoch curves as TSV for `dvc plots`).
+Fails after writing if the test accuracy is below train.min_test_accuracy (a number, or task -> number).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salbench.errors import SalbenchError, cli
+from salbench.io import atomic_dir, provenance, save_shard, write_json
+from salbench.models import (
+    Classifier,
+    TrainConfig,
+    accuracy,
+    as_spec,
+    build_model,
+    fit,
+    random_labels,
+    read_manifest,
+    save_checkpoint,
+    set_deterministic,
+)
+from salbench.params import ParamsError, check_keys, load_params, section
+from salbench.render import SPLITS, load_manifest, load_split
+
+STAGE_KEYS = ("seed", "device", "tasks", "models", "min_test_accuracy")
+
+
+def log_curve(plots: Path, name: str, step: int, value: float) -> None:
+    """Append a point to ``plots/<name>.tsv`` (columns step, <leaf name>), the TSV layout `dvc plots` reads.
+
+    Written directly rather than with dvclive: dvclive opens the DVC repo from inside the running stage and
+    fails in a git repo without commits (e.g. a fresh pipeline copy in tests).
+    """
+    path = plots / f"{name}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a") as f:
+        f.write(f"step\t{path.stem}\n" * new + f"{step}\t{value}\n")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda[:N]``, or ``auto`` (CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
+    return device
+
+
+def split_config(p: Mapping[str, Any], where: str) -> tuple[dict[str, Any], TrainConfig, TrainConfig, int]:
+    """(model spec, training config, random-label config, random-label subset size) of one model entry."""
+    p = dict(p)
+    spec = as_spec(p.pop("model", None) or {})
+    rl = dict(p.pop("random_labels", None) or {})
+    n_rl = int(rl.pop("n_train", 0))
+    return spec, TrainConfig.from_params(p, where), TrainConfig.from_params(rl, f"{where}.random_labels"), n_rl
+
+
+@cli
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", required=True, help="task name (data/render/<task>)")
+    ap.add_argument("--model", required=True, help="model name from params.yaml train.models")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default=None, help="default: data/render/<task>")
+    ap.add_argument("--out", default=None, help="default: data/models/<task>/<model>")
+    args = ap.parse_args()
+
+    p = section(load_params(args.params), "train")
+    check_keys(p, STAGE_KEYS, "train")
+    models = p.get("models") or {}
+    if args.model not in models:
+        raise ParamsError(f"unknown model {args.model!r}; train.models has {sorted(models)}")
+    spec, cfg, rl_cfg, n_rl = split_config(models[args.model], f"train.models.{args.model}")
+    seed, device = int(p.get("seed", 0)), resolve_device(str(p.get("device", "cpu")))
+    gate = p.get("min_test_accuracy", 0.0)
+    if isinstance(gate, Mapping) and args.task not in gate:
+        raise ParamsError(f"train.min_test_accuracy has no entry for task {args.task!r} (it has {sorted(gate)}); "
+                          "add one")
+    min_acc = float(gate[args.task] if isinstance(gate, Mapping) else gate)
+
+    data_dir = Path(args.data or f"data/render/{args.task}")
+    task = load_manifest(data_dir)
+    classes, size = list(task["classes"]), int(task["resolution"])
+    arrays = {s: load_split(data_dir, s) for s in SPLITS}
+    x = {s: torch.from_numpy(a["images"]) for s, a in arrays.items()}
+    y = {s: torch.from_numpy(a["label"]) for s, a in arrays.items()}
+    if spec.get("checkpoint") and (saved := read_manifest(spec["checkpoint"])["classes"]) != classes:
+        raise ParamsError(f"checkpoint {spec['checkpoint']} was trained on classes {saved}, but task {args.task} "
+                          f"has {classes}; use a checkpoint of this task")
+
+    prov = provenance({"train": {k: p.get(k) for k in ("seed", "device")}, "model": models[args.model],
+                       "task": args.task, "data": task.get("provenance", {}).get("params_hash")}, seed)
+    base = {"task": args.task, "classes": classes, "params_hash": prov["params_hash"], "seed": seed,
+            "versions": prov["versions"], "params": prov["params"]}
+
+    def acc(model: Classifier, *splits: str) -> dict[str, float]:
+        return {s: accuracy(model, x[s], y[s], cfg.eval_batch_size) for s in splits}
+
+    out = Path(args.out or f"data/models/{args.task}/{args.model}")
+    with atomic_dir(out) as tmp:
+        t0 = time.perf_counter()
+
+        set_deterministic(seed, device)
+        model = build_model(spec, len(classes), size).to(device)
+        set_deterministic(seed, device)  # the twin draws the same init as a from-scratch model
+        twin = build_model({k: v for k, v in spec.items() if k not in ("pretrained", "pretrained_file", "checkpoint")},
+                           len(classes), size).to(device)
+        twin_acc = acc(twin, "test")
+        save_checkpoint(tmp / "random_init", twin, {**base, "kind": "random_init", "epoch": 0, "accuracy": twin_acc})
+
+        def on_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
+            stats["val_accuracy"] = acc(m, "val")["val"]
+            for k in ("loss", "train_accuracy", "val_accuracy"):
+                log_curve(tmp / "plots", f"train/{k}", epoch, stats[k])
+            print(f"[{args.model}] epoch {epoch}: loss {stats['loss']:.3f} train {stats['train_accuracy']:.3f} "
+                  f"val {stats['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if epoch in cfg.checkpoint_epochs:
+                save_checkpoint(tmp / "checkpoints" / f"epoch_{epoch}", m,
+                                {**base, "kind": "intermediate", "epoch": epoch, "accuracy": acc(m, "val", "test")})
+
+        history = fit(model, x["train"], y["train"], cfg, seed, on_epoch)
+        final_acc = acc(model, *SPLITS)
+        save_checkpoint(tmp / "final", model, {**base, "kind": "final", "epoch": len(history), "accuracy": final_acc})
+        t_model = time.perf_counter() - t0
+
+        # Data randomisation: the same architecture and init (pretrained weights kept, never a checkpoint that
+        # already learnt the true labels), trained on permuted labels of a training subset.
+        set_deterministic(seed, device)
+        rl_model = build_model({k: v for k, v in spec.items() if k != "checkpoint"}, len(classes), size).to(device)
+        idx, perm = random_labels(y["train"], n_rl, seed + 1)
+
+        def on_rl_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
+            for k in ("loss", "fit_accuracy"):
+                if k in stats:
+                    log_curve(tmp / "plots", f"random_labels/{k}", epoch, stats[k])
+
+        rl_images = x["train"][idx]
+        rl_history = fit(rl_model, rl_images, perm, rl_cfg, seed, on_rl_epoch)
+        rl_acc = {"train_permuted": accuracy(rl_model, rl_images, perm, cfg.eval_batch_size), **acc(rl_model, "test")}
+        save_checkpoint(tmp / "random_labels", rl_model,
+                        {**base, "kind": "random_labels", "epoch": len(rl_history), "accuracy": rl_acc,
+                         "n_train": len(idx)})
+        save_shard(tmp / "random_labels" / "labels.safetensors",
+                   {"index": idx.numpy(), "label": perm.numpy(), "true_label": y["train"][idx].numpy()})
+
+        summary = {
+            "test_accuracy": final_acc["test"], "val_accuracy": final_acc["val"], "train_accuracy": final_acc["train"],
+            "epochs": len(history), "min_test_accuracy": min_acc, "passed": final_acc["test"] >= min_acc,
+            "random_init_test_accuracy": twin_acc["test"],
+            "random_labels_train_accuracy": rl_acc["train_permuted"], "random_labels_test_accuracy": rl_acc["test"],
+            "random_labels_epochs": len(rl_history), "random_labels_n_train": len(idx),
+            "seconds_model": round(t_model, 1), "seconds_total": round(time.perf_counter() - t0, 1),
+        }
+        write_json(tmp / "metrics.json", summary)
+        print(f"[{args.model}] {summary}")
+
+    if not summary["passed"]:
+        raise SalbenchError(f"train@{args.task}-{args.model}: test accuracy {final_acc['test']:.3f} is below "
+                            f"train.min_test_accuracy={min_acc}; train longer (train.models.{args.model}.epochs) "
+                            "or make the task easier (tasks.<task>)")
+
+
+if __name__ == "__main__":
+    main()
