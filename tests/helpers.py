@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -36,3 +35,16 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.Completed
     return proc
 
 
+TINY_MODEL = {"epochs": 1, "batch_size": 8, "checkpoint_epochs": [1], "random_labels": {"n_train": 8, "epochs": 2}}
+TINY_PIPELINE = {  # every stage of dvc.yaml in about a minute on 2 cores
+    "render": TINY_RENDER,
+    "train": {"min_test_accuracy": 0.0,
+              "models": {m: TINY_MODEL for m in yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["models"]}},
+    "attribute": {"batch_size": 16},
+    "concepts": {
+        "n_images": 8, "permutations": 2, "batch_size": 16, "preview": 4,
+        "diffusion": {"resolution": 16, "steps": 2, "batch_size": 4, "channels": [8, 16], "text_dim": 16,
+                      "inference_steps": 2, "sample_batch_size": 16, "sample_every": 1},
+        "h": {"epochs": 1, "batch_size": 8},
+    },
+}

@@ -8,22 +8,7 @@ import sys
 import pytest
 import yaml
 
-from helpers import ROOT, TINY_RENDER, run
-
-TINY_MODEL = {"epochs": 1, "batch_size": 8, "checkpoint_epochs": [1], "random_labels": {"n_train": 8, "epochs": 2}}
-TINY = {
-    "render": TINY_RENDER,
-    "train": {"min_test_accuracy": 0.0,
-              "models": {m: TINY_MODEL for m in yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["models"]}},
-    "attribute": {"batch_size": 16},
-    "concepts": {
-        "n_images": 8, "permutations": 2, "batch_size": 16, "preview": 4,
-        "diffusion": {"resolution": 16, "steps": 2, "batch_size": 4, "channels": [8, 16], "text_dim": 16,
-                      "inference_steps": 2, "sample_batch_size": 16, "sample_every": 1},
-        "h": {"epochs": 1, "batch_size": 8},
-    },
-}
-
+from helpers import TINY_PIPELINE as TINY, run
 
 @pytest.mark.slow
 def test_dvc_repro_whole_pipeline_on_tiny_params(pipeline_copy) -> None:
