@@ -92,10 +92,14 @@ def test_push_clear_pull_repro_runs_nothing(pipeline_copy, s3_server: str) -> No
     run(dvc + ["remote", "modify", "--local", "s3", "access_key_id", KEY], repo)
     run(dvc + ["remote", "modify", "--local", "s3", "secret_access_key", SECRET], repo)
     run(dvc + ["push", "--run-cache"], repo)
+    # What a user commits: dvc.lock and the .gitignore files DVC wrote beside the outputs.
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=salbench", "-c", "user.email=salbench@localhost", "commit", "-qm", "results"], repo)
 
     # A colleague's fresh state: no cache, no outputs.
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "data")
+    run(["git", "checkout", "--", "data"], repo)  # a fresh clone has the committed .gitignore files
     run(dvc + ["pull", "--run-cache"], repo)
     status = run(dvc + ["repro"], repo).stdout
     assert "Running stage" not in status, status
