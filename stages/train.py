@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from salbench.device import resolve_device
 from salbench.errors import SalbenchError, cli
 from salbench.io import atomic_dir, provenance, save_shard, write_json
 from salbench.models import (
@@ -45,16 +46,6 @@ def log_curve(plots: Path, name: str, step: int, value: float) -> None:
     new = not path.exists()
     with path.open("a") as f:
         f.write(f"step\t{path.stem}\n" * new + f"{step}\t{value}\n")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda[:N]``, or ``auto`` (CUDA when available)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(f"train.device={name!r} but CUDA is not available here; use cpu or auto")
-    return device
 
 
 def split_config(p: Mapping[str, Any], where: str) -> tuple[dict[str, Any], TrainConfig, TrainConfig, int]:
