@@ -1,7 +1,7 @@
 """DVC stage `train@<task>-<model>`: train a classifier, its checkpoints, random-label model and random-init twin.
 
 Writes data/models/<task>/<model>/{final, checkpoints/epoch_K, random_labels, random_init}/ (checkpoints:
-model.safetensors + manifest.json), metrics.json and plots/ (per-epoch curves as TSV for `dvc plots`).
+model.safetensors + manifest.json), metrics.json and plots/{train,random_labels}/ (dvclive per-epoch curves for `dvc plots`).
 Fails after writing if the test accuracy is below train.min_test_accuracy (a number, or task -> number).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dvclive import Live
 
 from salbench.device import resolve_device
 from salbench.errors import SalbenchError, cli
@@ -35,17 +36,13 @@ from salbench.render import SPLITS, load_manifest, load_split
 STAGE_KEYS = ("seed", "device", "tasks", "models", "min_test_accuracy")
 
 
-def log_curve(plots: Path, name: str, step: int, value: float) -> None:
-    """Append a point to ``plots/<name>.tsv`` (columns step, <leaf name>), the TSV layout `dvc plots` reads.
+def live(path: Path) -> Live:
+    """A dvclive logger writing ``path/plots/metrics/<name>.tsv`` (columns step, <name>) and ``path/metrics.json``.
 
-    Written directly rather than with dvclive: dvclive opens the DVC repo from inside the running stage and
-    fails in a git repo without commits (e.g. a fresh pipeline copy in tests).
+    Only files: no DVC experiment, no dvc.yaml edits (dvc.yaml declares the plots), no report, no timestamps,
+    so that reruns are byte-identical.
     """
-    path = plots / f"{name}.tsv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a") as f:
-        f.write(f"step\t{path.stem}\n" * new + f"{step}\t{value}\n")
+    return Live(str(path), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def split_config(p: Mapping[str, Any], where: str) -> tuple[dict[str, Any], TrainConfig, TrainConfig, int]:
@@ -110,17 +107,21 @@ def main() -> None:
         twin_acc = acc(twin, "test")
         save_checkpoint(tmp / "random_init", twin, {**base, "kind": "random_init", "epoch": 0, "accuracy": twin_acc})
 
+        curves = live(tmp / "plots" / "train")
+
         def on_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
             stats["val_accuracy"] = acc(m, "val")["val"]
+            curves.step = epoch
             for k in ("loss", "train_accuracy", "val_accuracy"):
-                log_curve(tmp / "plots", f"train/{k}", epoch, stats[k])
+                curves.log_metric(k, stats[k])
             print(f"[{args.model}] epoch {epoch}: loss {stats['loss']:.3f} train {stats['train_accuracy']:.3f} "
                   f"val {stats['val_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
             if epoch in cfg.checkpoint_epochs:
                 save_checkpoint(tmp / "checkpoints" / f"epoch_{epoch}", m,
                                 {**base, "kind": "intermediate", "epoch": epoch, "accuracy": acc(m, "val", "test")})
 
-        history = fit(model, x["train"], y["train"], cfg, seed, on_epoch)
+        with curves:
+            history = fit(model, x["train"], y["train"], cfg, seed, on_epoch)
         final_acc = acc(model, *SPLITS)
         save_checkpoint(tmp / "final", model, {**base, "kind": "final", "epoch": len(history), "accuracy": final_acc})
         t_model = time.perf_counter() - t0
@@ -131,13 +132,17 @@ def main() -> None:
         rl_model = build_model({k: v for k, v in spec.items() if k != "checkpoint"}, len(classes), size).to(device)
         idx, perm = random_labels(y["train"], n_rl, seed + 1)
 
+        rl_curves = live(tmp / "plots" / "random_labels")
+
         def on_rl_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
+            rl_curves.step = epoch
             for k in ("loss", "fit_accuracy"):
                 if k in stats:
-                    log_curve(tmp / "plots", f"random_labels/{k}", epoch, stats[k])
+                    rl_curves.log_metric(k, stats[k])
 
         rl_images = x["train"][idx]
-        rl_history = fit(rl_model, rl_images, perm, rl_cfg, seed, on_rl_epoch)
+        with rl_curves:
+            rl_history = fit(rl_model, rl_images, perm, rl_cfg, seed, on_rl_epoch)
         rl_acc = {"train_permuted": accuracy(rl_model, rl_images, perm, cfg.eval_batch_size), **acc(rl_model, "test")}
         save_checkpoint(tmp / "random_labels", rl_model,
                         {**base, "kind": "random_labels", "epoch": len(rl_history), "accuracy": rl_acc,

@@ -54,7 +54,10 @@ def test_stage_writes_every_artifact(trained: Path) -> None:
                      "random_labels": "random_labels"}
     metrics = read_json(trained / "metrics.json")
     assert metrics["epochs"] == 3 and metrics["passed"] is True
-    assert (trained / "plots/train/val_accuracy.tsv").read_text().count("\n") == 1 + 3
+    curve = (trained / "plots/train/plots/metrics/val_accuracy.tsv").read_text().splitlines()  # dvclive layout
+    assert curve[0].split("\t") == ["step", "val_accuracy"] and [r.split("\t")[0] for r in curve[1:]] == ["1", "2", "3"]
+    assert float(curve[-1].split("\t")[1]) == read_json(trained / "plots/train/metrics.json")["val_accuracy"]
+    assert (trained / "plots/random_labels/plots/metrics/loss.tsv").exists()
 
 
 def test_final_manifest_accuracy_matches_the_loaded_model(trained: Path, fake_task: Path) -> None:
@@ -130,10 +133,10 @@ def test_dvc_repro_train_in_a_temporary_copy(pipeline_copy) -> None:
         assert ignored.strip() == f"data/models/unique-query/{m}/final"  # cached by DVC, not in git
     assert "unique-query" in run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo).stdout
     plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], repo).stdout)
-    assert any(k.endswith("resnet-small/plots/train/val_accuracy.tsv") for k in plots["data"])
+    assert any(k.endswith("resnet-small/plots/train/plots/metrics/val_accuracy.tsv") for k in plots["data"])
     run([sys.executable, "-m", "dvc", "repro", "--force", "train"], repo)
     again = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for stage in trains:
         outs = {o["path"]: o.get("md5") for o in lock[stage]["outs"]
-                if not o["path"].endswith(("metrics.json", "plots"))}
+                if not o["path"].endswith("metrics.json")}  # its seconds differ; curves do not
         assert outs == {o["path"]: o.get("md5") for o in again[stage]["outs"] if o["path"] in outs}

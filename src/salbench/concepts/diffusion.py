@@ -29,7 +29,7 @@ try:
     from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 except ImportError as e:  # pragma: no cover - install problem
     raise ImportError("the diffusion generator needs diffusers and transformers: "
-                      "pip install 'salbench[diffusion]'") from e
+                      "pip install -e . (they are core dependencies)") from e
 
 from ..models.training import augment
 from ..params import check_keys
