@@ -5,13 +5,17 @@ Three tables per model (a small timm ResNet and a tiny ViT, the project's defaul
    1.5× one pass for single-pass methods and 1.5× (steps or samples) passes for IG/SmoothGrad/VarGrad;
    captum's time for the same method where captum has it;
 2. all single-pass methods at 4 layers: fused in one pass vs one call per method and layer;
-3. a stage-like set (every method, layer methods at 4 layers): ``attribute_many`` vs one call each.
+3. a stage-like set (every method, layer methods at 4 layers): ``attribute_many`` vs one call each;
+4. (``--stage``) the default ``attribute`` stage's own workload: params.yaml's ``attribute.methods`` on the
+   default ``train.models`` at the rendered resolution, ``attribute_many`` (what the stage runs) vs one call
+   per method and layer (a multi-layer entry: one call per layer).
 
 The reference is a training-style step: forward, sum of the target logits, backward with parameter
 gradients. Every comparison interleaves the functions round by round and reports the median of the
 per-round ratios, which stays meaningful on a shared, loaded machine.
 
-Run: ``.venv/bin/python benchmarks/attribution.py [--batch 16 --size 64 --threads 1 --repeat 5]``.
+Run: ``.venv/bin/python benchmarks/attribution.py [--batch 16 --size 64 --threads 1 --repeat 5]``;
+the default stage's table alone: ``.venv/bin/python benchmarks/attribution.py --stage --models`` (no model list).
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ import torch
 from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
-from salbench.attribution import METHODS, attribute_many
+from salbench.attribution import METHODS, attribute_many, build
+from salbench.attribution.wrappers import MultiLayer
+from salbench.models import build_model
+from salbench.params import load_params
 
 SAMPLED = {"integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 16}, "vargrad": {"samples": 16}}
 SINGLE_PASS = ["gradient", "gradient_x_input"]
@@ -160,6 +167,34 @@ def bench_model(name: str, model: torch.nn.Module, layers: list[str], x: torch.T
             f"{ratio(runs['alone'], runs['ref']):.1f}", "1.0×"]])
 
 
+def bench_stage(args: argparse.Namespace, device: torch.device) -> None:
+    """Table 4: the default attribute stage's method list on the default models, fused vs one call per layer."""
+    params = load_params(args.params)
+    size, batch_size = int(params["render"]["resolution"]), int(params["attribute"]["batch_size"])
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand((args.stage_images, 3, size, size), generator=gen).to(device)
+    t = torch.randint(0, 8, (args.stage_images,), generator=gen).to(device)
+    for name, entry in params["train"]["models"].items():
+        torch.manual_seed(0)
+        model = build_model(entry["model"], 8, size).to(device).eval()
+        built = [b for n, e in params["attribute"]["methods"].items() if (b := build(n, e, model.family))]
+
+        def alone() -> None:
+            for method, p in built:
+                (method.compute if isinstance(method, MultiLayer) else method)(model, x, t, batch_size=batch_size, **p)
+
+        runs = compare({"ref": functools.partial(reference_pass, model, x, t),
+                        "fused": functools.partial(attribute_many, model, x, t, built, batch_size=batch_size),
+                        "alone": alone}, args.repeat, device)
+        table(f"[{name}] default attribute stage: {len(built)} entries of params.yaml attribute.methods, "
+              f"{len(x)} images at {size} px, batch_size {batch_size}",
+              ["variant", "s", "×ref", "speed-up"],
+              [["attribute_many (what the stage runs)", f"{min(runs['fused']):.2f}",
+                f"{ratio(runs['fused'], runs['ref']):.1f}", f"{ratio(runs['alone'], runs['fused']):.2f}×"],
+               ["one call per method and layer", f"{min(runs['alone']):.2f}",
+                f"{ratio(runs['alone'], runs['ref']):.1f}", "1.00×"]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -169,6 +204,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--captum", action="store_true", help="also time captum on a non-CPU device")
     parser.add_argument("--models", nargs="*", default=None, help="subset of: resnet-small vit-tiny")
+    parser.add_argument("--stage", action="store_true", help="also table 4: the default attribute stage's workload")
+    parser.add_argument("--stage-images", type=int, default=64, help="images for table 4")
+    parser.add_argument("--params", default="params.yaml", help="params file for table 4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # captum warns on every call about hooks and requires_grad
@@ -180,6 +218,8 @@ def main() -> None:
     for name, (model, layers) in build_models(args.size).items():
         if args.models is None or name in args.models:
             bench_model(name, model.to(device), layers, x, t, args, device)
+    if args.stage:
+        bench_stage(args, device)
 
 
 if __name__ == "__main__":
