@@ -170,7 +170,9 @@ def main() -> None:
         args.repeat,
     )
     t_ours, out = best_time(
-        lambda: pixel_perturbation(model, images, flip_maps, targets, steps=steps + 1, batch_size=m), args.repeat
+        lambda: pixel_perturbation(model, images, flip_maps, targets, steps=steps + 1, baseline=0.0, pooling="sum",
+                                   batch_size=m),
+        args.repeat,
     )
     rows.append(
         (f"pixel_perturbation MoRF, {steps} steps, N={m}", t_ours, t_ref, "quantus.PixelFlipping", float("nan"))

@@ -1,4 +1,4 @@
-"""Shared fixtures: a temporary copy of the DVC pipeline."""
+"""Shared fixtures: one torch thread for in-process tests, and a temporary copy of the DVC pipeline."""
 from __future__ import annotations
 
 import shutil
@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pytest
+import torch
 import yaml
 
 from helpers import ROOT, deep_merge, run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny in-process models run fastest and reproducibly on one thread (subprocess stages are unaffected)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

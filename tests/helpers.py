@@ -10,6 +10,18 @@ from typing import Any, Mapping
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The default presence task (params.yaml tasks.presence) with the spurious concept in train only.
+PRESENCE = {
+    "concepts": {
+        "red_cube": {"color": "red", "shape": "cube"},
+        "blue_sphere": {"color": "blue", "shape": "sphere"},
+        "green_cylinder": {"color": "green", "shape": "cylinder"},
+        "yellow_object": {"color": "yellow"},
+    },
+    "rule": "red_cube and not blue_sphere",
+    "spurious": {"concept": "green_cylinder", "p": 0.9, "splits": ["train"]},
+}
+
 TINY_RENDER = {
     "resolution": 64,
     "splits": {"train": 24, "val": 8, "test": 8},

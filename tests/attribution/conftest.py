@@ -5,14 +5,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand((4, 3, 32, 32), generator=torch.Generator().manual_seed(1))

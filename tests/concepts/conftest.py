@@ -5,21 +5,12 @@ from typing import Iterator
 
 import pytest
 import torch
+from helpers import PRESENCE
 
 from salbench.render import World, build_task, render_splits
 from salbench.render.tasks import Presence
 
 WORLD = World(resolution=64, max_objects=5, min_pixels=12)
-PRESENCE = {
-    "concepts": {
-        "red_cube": {"color": "red", "shape": "cube"},
-        "blue_sphere": {"color": "blue", "shape": "sphere"},
-        "green_cylinder": {"color": "green", "shape": "cylinder"},
-        "yellow_object": {"color": "yellow"},
-    },
-    "rule": "red_cube and not blue_sphere",
-    "spurious": {"concept": "green_cylinder", "p": 0.9, "splits": ["train"]},
-}
 # Concepts that are colours only, so a colour detector is an exact concept detector on images.
 COLOURS = {
     "concepts": {c: {"color": c.split("_")[0]} for c in ("red_object", "blue_object", "green_object", "yellow_object")},

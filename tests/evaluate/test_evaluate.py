@@ -129,6 +129,7 @@ def test_ranking_agreement_hand_computed():
     ({"metric": {}}, "did you mean 'metrics'"),
     ({"metrics": {"mass_accuracy": {"sweep": {"pooling": "l1"}}}}, "non-empty list"),
     ({"perturbation": {"orders": ["most"]}}, "unknown order 'most'"),
+    ({"perturbation": {"baseline": "black"}}, "unknown baseline .black.; known: a number or one of"),
     ({"meta_saliency": {"lr": 0, "methods": ["gradient"]}}, "positive learning rate"),
 ])
 def test_bad_params_name_the_fix(change, message):

@@ -24,7 +24,8 @@ def test_morf_curve_matches_quantus_pixel_flipping(quantus, rng: torch.Generator
     reference = quantus.PixelFlipping(
         features_in_step=3 * per_step, normalise=False, perturb_baseline=0.0, disable_warnings=True
     )(model=model, x_batch=x.numpy(), y_batch=targets.numpy(), a_batch=R.numpy(), device="cpu", softmax=True)
-    curves = pixel_perturbation(model, x, R, targets, "morf", steps=size * size // per_step + 1, batch_size=4)
+    curves = pixel_perturbation(model, x, R, targets, "morf", steps=size * size // per_step + 1, baseline=0.0,
+                                pooling="sum", batch_size=4)
     assert curves.scores.shape == (n, 10)
     np.testing.assert_allclose(curves.scores[:, 1:].numpy(), np.asarray(reference), atol=1e-6)
     np.testing.assert_allclose(
@@ -42,7 +43,8 @@ def test_linear_model_drops_by_the_removed_contributions(patch: int, rng: torch.
     targets = torch.tensor([0, 1, 1])
     R = x * model[1].weight[targets].detach().reshape(n, 3, size, size)
     for order in ("morf", "lerf"):
-        curves = pixel_perturbation(model, x, R, targets, order, steps=steps, patch=patch, score="logit")
+        curves = pixel_perturbation(model, x, R, targets, order, steps=steps, baseline=0.0, patch=patch, pooling="sum",
+                                    score="logit")
         units = torch.nn.functional.avg_pool2d(R.sum(1, keepdim=True), patch).flatten(1) * patch**2
         ordered = units.sort(1, descending=order == "morf").values
         removed = torch.cumsum(torch.cat([torch.zeros(n, 1, dtype=x.dtype), ordered], 1), 1)
@@ -50,8 +52,9 @@ def test_linear_model_drops_by_the_removed_contributions(patch: int, rng: torch.
         drop = removed[:, counts]
         np.testing.assert_allclose((curves.scores[:, :1] - curves.scores).numpy(), drop.numpy(), atol=1e-10)
         np.testing.assert_allclose(curves.aopc.numpy(), drop.mean(1).numpy(), atol=1e-10)
-    morf = pixel_perturbation(model, x, R, targets, "morf", steps=steps, patch=patch, score="logit").aopc
-    lerf = pixel_perturbation(model, x, R, targets, "lerf", steps=steps, patch=patch, score="logit").aopc
+    kw = {"steps": steps, "baseline": 0.0, "patch": patch, "pooling": "sum", "score": "logit"}
+    morf = pixel_perturbation(model, x, R, targets, "morf", **kw).aopc
+    lerf = pixel_perturbation(model, x, R, targets, "lerf", **kw).aopc
     assert (morf > lerf).all()
 
 
@@ -75,6 +78,35 @@ def test_baseline_tensor_and_correct_curve(rng: torch.Generator) -> None:
     assert curves.correct.all() and curves.aopc.abs().max() < 1e-6
 
 
+class Recorder(nn.Module):
+    """Records its inputs; logits = per-channel means (so every image gives a valid score)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return x.mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("baseline", ["mean", "blur"])
+def test_named_baselines_replace_with_the_image_statistic(baseline: str, rng: torch.Generator) -> None:
+    x = torch.rand(2, 3, 16, 16, generator=rng, dtype=torch.float64)
+    model = Recorder().eval()
+    pixel_perturbation(model, x, torch.randn(2, 1, 16, 16, generator=rng), torch.tensor([0, 2]), steps=2,
+                       baseline=baseline)
+    everything_replaced = model.seen[-1]
+    if baseline == "mean":
+        assert torch.allclose(everything_replaced, x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    else:  # a normalised blur: constant images stay constant, the colour mean is kept up to the border
+        assert everything_replaced.std(dim=(2, 3)).max() < x.std(dim=(2, 3)).min() / 2
+        flat = torch.full((1, 3, 16, 16), 0.3, dtype=torch.float64)
+        model.seen.clear()
+        pixel_perturbation(model, flat, flat[:, :1], torch.tensor([0]), steps=2, baseline="blur")
+        assert torch.allclose(model.seen[-1], flat)
+
+
 def test_bad_arguments_name_the_fix() -> None:
     model, x, R, t = (
         tiny_cnn(size=8),
@@ -82,6 +114,8 @@ def test_bad_arguments_name_the_fix() -> None:
         torch.zeros(1, 1, 8, 8),
         torch.zeros(1, dtype=torch.long),
     )
+    with pytest.raises(ValueError, match="known: a number or one of mean, blur"):
+        pixel_perturbation(model, x, R, t, baseline="zeros")
     with pytest.raises(ValueError, match="known: morf, lerf"):
         pixel_perturbation(model, x, R, t, "random")
     with pytest.raises(ValueError, match="patch 3 must divide"):

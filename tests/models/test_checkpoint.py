@@ -10,7 +10,6 @@ from models.model_specs import MODEL_SPECS
 
 from salbench.models import ModelSpecError, build_model, load_checkpoint, read_manifest, save_checkpoint
 
-torch.set_num_threads(1)
 
 CLASSES = ["a", "b", "c"]
 

@@ -18,7 +18,6 @@ from salbench.params import ParamsError
 from salbench.registry import UnknownNameError
 from salbench.render import load_split
 
-torch.set_num_threads(1)
 TINY_MODEL = {"epochs": 3, "batch_size": 16, "lr": 0.01, "shift": 2, "checkpoint_epochs": [1, 2],
               "random_labels": {"n_train": 32, "epochs": 40, "lr": 0.01, "batch_size": 16, "flip": False,
                                 "weight_decay": 0.0, "stop_at_train_accuracy": 1.0}}

@@ -10,7 +10,6 @@ from salbench.models import TrainConfig, accuracy, augment, build_model, fit, ra
 from salbench.models.training import _schedule
 from salbench.params import ParamsError
 
-torch.set_num_threads(1)
 CPU = torch.device("cpu")
 
 
@@ -99,6 +98,21 @@ def test_stop_at_train_accuracy_stops_early(fake_batch) -> None:
     assert hist[-1]["fit_accuracy"] == 1.0 and len(hist) < 60
     assert all(h["fit_accuracy"] < 1.0 for h in hist[:-1])
     assert accuracy(model, images, labels) == 1.0
+
+
+def test_multilabel_fit_overfits_a_tiny_batch(fake_batch) -> None:
+    """N×K 0/1 labels train with per-label binary cross-entropy; accuracy is then the share of labels right."""
+    images, labels = fake_batch
+    multi = torch.stack([labels == 0, labels % 2 == 1, labels >= 2], 1)  # 3 overlapping "concepts"
+    set_deterministic(0, CPU)
+    model = build_model("resnet-small", 3, 32)
+    cfg = TrainConfig(epochs=60, batch_size=8, lr=3e-3, flip=False, stop_at_train_accuracy=1.0)
+    hist = fit(model, images, multi, cfg, seed=0)
+    assert hist[-1]["fit_accuracy"] == 1.0 and hist[-1]["loss"] < hist[0]["loss"]
+    assert accuracy(model, images, multi) == 1.0
+    logits = model(images.permute(0, 3, 1, 2).float() / 255)
+    assert torch.equal(logits > 0, multi)
+    assert accuracy(model, images, ~multi) == 0.0  # per-label: every label wrong
 
 
 def test_config_errors_name_the_key() -> None:

@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from salbench.models import MODELS, ModelSpecError, build_model, preprocess, to_unit
 from salbench.registry import UnknownNameError
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("spec", MODEL_SPECS)

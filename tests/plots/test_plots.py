@@ -34,7 +34,6 @@ DEPICT = {"models": {m: {
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """data/ with evaluate outputs of a tiny CNN and ViT (task "t") and a DEPICT results.json."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("data")
     for model in MODELS:
         work = root.parent / f"work-{model}"

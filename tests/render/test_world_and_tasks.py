@@ -3,20 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import PRESENCE
 
 from salbench.registry import UnknownNameError
 from salbench.render import TASKS, RenderParamsError, TaskError, World, build_task
-
-PRESENCE = {
-    "concepts": {
-        "red_cube": {"color": "red", "shape": "cube"},
-        "blue_sphere": {"color": "blue", "shape": "sphere"},
-        "green_cylinder": {"color": "green", "shape": "cylinder"},
-        "yellow_object": {"color": "yellow"},
-    },
-    "rule": "red_cube and not blue_sphere",
-    "spurious": {"concept": "green_cylinder", "p": 0.9, "splits": ["train"]},
-}
 
 
 def obj(color: str, shape: str, material: str = "rubber", size: str = "large") -> dict:

@@ -1,15 +1,11 @@
 """The concept classifier h: a multi-label salbench Classifier trained on rendered images."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
 
-from ..models import Classifier, TrainConfig, augment, build_model
-from ..models.zoo import to_unit
+from ..models import Classifier, TrainConfig, build_model, fit
 from .images import resize
 
 
@@ -31,8 +27,9 @@ def train_concept_classifier(images: torch.Tensor, concepts: torch.Tensor, spec:
     """h: K logits (one per concept, sigmoid = presence) for uint8 N×H×W×3 ``images`` and bool N×K ``concepts``,
     at input ``size`` (default H; images are resized once).
 
-    Binary cross-entropy with AdamW, linear warm-up and cosine decay per step, flips/shifts as ``cfg`` says;
-    all randomness (init, batches, augmentation) from ``seed``. Returned in eval mode on ``device``.
+    :func:`salbench.models.fit` with per-concept binary cross-entropy (AdamW, linear warm-up and cosine decay per
+    step, flips/shifts as ``cfg`` says); all randomness (init, batches, augmentation) from ``seed``. Returned in
+    eval mode on ``device``.
     """
     n, size = len(images), size or images.shape[1]
     if size != images.shape[1]:
@@ -41,24 +38,5 @@ def train_concept_classifier(images: torch.Tensor, concepts: torch.Tensor, spec:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(spec, concepts.shape[1], size).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    images, targets = images.to(device), concepts.to(device).float()
-    bs = min(cfg.batch_size, n)
-    steps = n // bs  # drop the ragged batch: BatchNorm needs more than one sample
-    opt = create_optimizer_v2(model.net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(1, round(cfg.warmup_epochs * steps))
-    total = max(warm + 1, cfg.epochs * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm))))
-    model.train()
-    for _ in range(cfg.epochs):
-        for idx in torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs).to(device):
-            x = augment(to_unit(images[idx]), gen, cfg.flip, cfg.shift)
-            loss = F.binary_cross_entropy_with_logits(model(x), targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+    fit(model, images, concepts, cfg, seed)
     return model.eval()

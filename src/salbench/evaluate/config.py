@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import METRICS
-from ..metrics.perturbation import ORDERS
+from ..metrics.perturbation import BASELINES, ORDERS
 from ..params import ParamsError, check_keys
 
 STAGE_KEYS = ("seed", "device", "batch_size", "n_boot", "methods", "examples", "metrics", "perturbation",
@@ -80,6 +80,10 @@ def parse_config(p: Mapping[str, Any]) -> EvalConfig:
         if order not in ORDERS:
             raise ParamsError(f"evaluate.perturbation.orders: unknown order {order!r}; known: {list(ORDERS)}")
     _samples(perturbation.get("samples"), "evaluate.perturbation")
+    baseline = perturbation.get("baseline", "mean")
+    if isinstance(baseline, str) and baseline not in BASELINES:
+        raise ParamsError(f"evaluate.perturbation.baseline: unknown baseline {baseline!r}; "
+                          f"known: a number or one of {list(BASELINES)}")
     layer = dict(p.get("layer_study") or {})
     check_keys(layer, LAYER_STUDY_KEYS, "evaluate.layer_study")
     meta = dict(p.get("meta_saliency") or {})

@@ -111,7 +111,7 @@ def perturbation_scores(model: nn.Module, data: EvalData, maps: Tensor, targets:
     scored = data.predictions == data.labels
     for order in p.get("orders", ORDERS):
         curves = pixel_perturbation(model, data.images, maps, targets, order, int(p.get("steps", 21)),
-                                    float(p.get("baseline", 0.0)), int(p.get("patch", 1)), p.get("pooling", "sum"),
+                                    p.get("baseline", "mean"), int(p.get("patch", 1)), p.get("pooling", "sum_abs"),
                                     p.get("score", "probability"), seed, batch_size)
         results[f"aopc_{order}"] = summary(curves.aopc, scored, n_boot=n_boot, seed=seed)
         mean = curves.scores[scored].mean(0) if scored.any() else torch.full_like(curves.fractions, torch.nan)

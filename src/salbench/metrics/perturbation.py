@@ -21,6 +21,34 @@ ORDERS = ("morf", "lerf")
 SCORES = ("probability", "logit")
 
 
+def _blur(x: Tensor) -> Tensor:
+    """Gaussian blur with sigma = 1/16 of the image side (the scene's layout kept, its objects smeared out)."""
+    sigma = max(x.shape[-1], x.shape[-2]) / 16
+    k = 2 * round(2 * sigma) + 1
+    pad = F.pad(x, (k // 2,) * 4, mode="replicate")
+    g = torch.exp(-0.5 * ((torch.arange(k, dtype=x.dtype, device=x.device) - k // 2) / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+    pad = F.conv2d(pad, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(pad, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+BASELINES: dict[str, Callable[[Tensor], Tensor]] = {
+    "mean": lambda x: x.mean(dim=(2, 3), keepdim=True),  # each image's mean colour per channel
+    "blur": _blur,
+}
+"""Named replacement values, functions of the images N×C×H×W (a number is a constant replacement)."""
+
+
+def replacement(x: Tensor, baseline: float | str | Tensor) -> Tensor:
+    """The N×C×H×W values that replace removed pixels of ``x``: a number, a named baseline or a broadcastable tensor."""
+    if isinstance(baseline, str):
+        if baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r}; known: a number or one of {', '.join(BASELINES)}")
+        return BASELINES[baseline](x).expand_as(x)
+    return torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+
+
 class PerturbationCurves(NamedTuple):
     fractions: Tensor  # steps: share of units (pixels or patches) replaced at each point
     scores: Tensor  # N×steps: score of the target class
@@ -46,9 +74,9 @@ def pixel_perturbation(
     targets: Tensor,
     order: str = "morf",
     steps: int = 21,
-    baseline: float | Tensor = 0.0,
+    baseline: float | str | Tensor = "mean",
     patch: int = 1,
-    pooling: str = "sum",
+    pooling: str = "sum_abs",
     score: str = "probability",
     seed: int = 0,
     batch_size: int = 64,
@@ -56,8 +84,9 @@ def pixel_perturbation(
     """Perturbation curves of images x (N×C×H×W) ordered by the pooled relevance R (N×C'×H×W).
 
     ``steps`` points, evenly spaced from 0 to all units replaced; units are ``patch``×``patch``
-    squares ranked by their summed pooled relevance. Replaced pixels take ``baseline`` (a number
-    or a tensor broadcastable to x). ``score``: softmax probability or logit of ``targets``.
+    squares ranked by their summed pooled relevance. Replaced pixels take ``baseline`` (a number, a
+    tensor broadcastable to x, or a name in :data:`BASELINES`: "mean" colour of each image, "blur"-red
+    image; black (0.0) is out of distribution for most models and can flatten every curve). ``score``: softmax probability or logit of ``targets``.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
@@ -74,7 +103,7 @@ def pixel_perturbation(
     ranks = removal_ranks(relevance, order, torch.Generator().manual_seed(seed))
     fractions = torch.linspace(0, 1, steps, dtype=torch.float64)
     counts = (fractions * relevance.shape[1]).round().long().tolist()
-    baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    baseline = replacement(x, baseline)
     scores, correct = [], []
     with torch.no_grad():
         for count in counts:
@@ -93,9 +122,9 @@ def _aopc_metric(order: str) -> Callable[..., dict[str, Summary]]:
         inputs: MetricInputs,
         *,
         steps: int = 21,
-        baseline: float = 0.0,
+        baseline: float | str = "mean",
         patch: int = 1,
-        pooling: str = "sum",
+        pooling: str = "sum_abs",
         score: str = "probability",
         n_boot: int = 1000,
         seed: int = 0,

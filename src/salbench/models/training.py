@@ -96,9 +96,16 @@ def predict(model: Classifier, images: torch.Tensor, batch_size: int = 250) -> t
     return out
 
 
+def _hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample hits: top-1 match for int64 N labels; share of labels right (logit > 0 = present) for N×K."""
+    if labels.ndim == 2:
+        return ((logits > 0) == labels.bool()).float().mean(1)
+    return (logits.argmax(1) == labels).float()
+
+
 def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> float:
-    """Top-1 accuracy of ``model`` on uint8 N×H×W×3 images with int64 N labels."""
-    return (predict(model, images, batch_size).argmax(1).cpu() == labels.cpu()).float().mean().item()
+    """Accuracy of ``model`` on uint8 N×H×W×3 images: top-1 for int64 N labels, per-label for 0/1 N×K labels."""
+    return _hits(predict(model, images, batch_size).cpu(), labels.cpu()).mean().item()
 
 
 def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -109,7 +116,10 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
 
 def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, seed: int,
         on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
-    """Train ``model`` in place on uint8 N×H×W×3 ``images`` and int64 N ``labels``; return per-epoch stats.
+    """Train ``model`` in place on uint8 N×H×W×3 ``images`` and ``labels``; return per-epoch stats.
+
+    Labels are int64 N (softmax cross-entropy, label smoothing as ``cfg`` says) or 0/1 N×K (multi-label:
+    sigmoid binary cross-entropy per label; accuracies are then per-label).
 
     Stats per epoch: ``epoch``, ``loss`` and ``train_accuracy`` (running, on augmented batches), and
     ``fit_accuracy`` (un-augmented training accuracy) when ``cfg.stop_at_train_accuracy`` is set.
@@ -119,7 +129,8 @@ def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
         raise ValueError(f"images are {tuple(images.shape[1:3])} px but the model takes {model.input_size} px")
     device = model.mean.device
     gen = torch.Generator().manual_seed(seed)
-    images, labels = images.to(device), labels.to(device)
+    multilabel = labels.ndim == 2
+    images, labels = images.to(device), labels.to(device).float() if multilabel else labels.to(device)
     n = len(labels)
     bs = min(cfg.batch_size, n)
     steps = n // bs  # drop the ragged last batch: BatchNorm needs more than one sample
@@ -133,7 +144,10 @@ def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
         for idx in order:
             x = augment(to_unit(images[idx]), gen, cfg.flip, cfg.shift)
             logits = model(x)
-            loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
+            if multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+            else:
+                loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -141,7 +155,7 @@ def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
             opt.step()
             sched.step()
             loss_sum += loss.detach() * bs
-            correct += (logits.argmax(1) == labels[idx]).sum()
+            correct += _hits(logits.detach(), labels[idx]).sum()
         seen = steps * bs
         stats = {"epoch": epoch, "loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
         if cfg.stop_at_train_accuracy:
