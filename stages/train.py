@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,16 @@ from salbench.render import SPLITS, load_manifest, load_split
 STAGE_KEYS = ("seed", "device", "tasks", "models", "min_test_accuracy")
 
 
-def live(path: Path) -> Live:
-    """A dvclive logger writing ``path/plots/metrics/<name>.tsv`` (columns step, <name>) and ``path/metrics.json``.
+@contextmanager
+def live(path: Path) -> Iterator[Live]:
+    """A dvclive logger writing ``path/plots/metrics/<name>.tsv`` (columns step, <name>), the curves dvc.yaml declares.
 
-    Only files: no DVC experiment, no dvc.yaml edits (dvc.yaml declares the plots), no report, no timestamps,
-    so that reruns are byte-identical.
+    Only files: no DVC experiment, no dvc.yaml edits, no report, no timestamps, so reruns are byte-identical;
+    dvclive's summary ``path/metrics.json`` is removed on exit (the stage's own metrics.json holds the results).
     """
-    return Live(str(path), save_dvc_exp=False, dvcyaml=None, report=None)
+    with Live(str(path), save_dvc_exp=False, dvcyaml=None, report=None) as logger:
+        yield logger
+    (path / "metrics.json").unlink(missing_ok=True)
 
 
 def split_config(p: Mapping[str, Any], where: str) -> tuple[dict[str, Any], TrainConfig, TrainConfig, int]:
@@ -107,9 +111,7 @@ def main() -> None:
         twin_acc = acc(twin, "test")
         save_checkpoint(tmp / "random_init", twin, {**base, "kind": "random_init", "epoch": 0, "accuracy": twin_acc})
 
-        curves = live(tmp / "plots" / "train")
-
-        def on_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
+        def on_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:  # `curves`: the logger below
             stats["val_accuracy"] = acc(m, "val")["val"]
             curves.step = epoch
             for k in ("loss", "train_accuracy", "val_accuracy"):
@@ -120,7 +122,7 @@ def main() -> None:
                 save_checkpoint(tmp / "checkpoints" / f"epoch_{epoch}", m,
                                 {**base, "kind": "intermediate", "epoch": epoch, "accuracy": acc(m, "val", "test")})
 
-        with curves:
+        with live(tmp / "plots" / "train") as curves:
             history = fit(model, x["train"], y["train"], cfg, seed, on_epoch)
         final_acc = acc(model, *SPLITS)
         save_checkpoint(tmp / "final", model, {**base, "kind": "final", "epoch": len(history), "accuracy": final_acc})
@@ -132,8 +134,6 @@ def main() -> None:
         rl_model = build_model({k: v for k, v in spec.items() if k != "checkpoint"}, len(classes), size).to(device)
         idx, perm = random_labels(y["train"], n_rl, seed + 1)
 
-        rl_curves = live(tmp / "plots" / "random_labels")
-
         def on_rl_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
             rl_curves.step = epoch
             for k in ("loss", "fit_accuracy"):
@@ -141,7 +141,7 @@ def main() -> None:
                     rl_curves.log_metric(k, stats[k])
 
         rl_images = x["train"][idx]
-        with rl_curves:
+        with live(tmp / "plots" / "random_labels") as rl_curves:
             rl_history = fit(rl_model, rl_images, perm, rl_cfg, seed, on_rl_epoch)
         rl_acc = {"train_permuted": accuracy(rl_model, rl_images, perm, cfg.eval_batch_size), **acc(rl_model, "test")}
         save_checkpoint(tmp / "random_labels", rl_model,

@@ -7,7 +7,8 @@ from .base import Inputs, figure, pyplot
 
 
 @figure("perturbation", "Pixel perturbation (MoRF / LeRF)",
-        "Mean probability of the explained class as patches are replaced by black, most relevant first (MoRF, "
+        "Mean probability of the explained class as patches are replaced by the baseline (evaluate.perturbation."
+        "baseline; default: each image's mean colour), most relevant first (MoRF, "
         "solid: a good map drops fast) or least relevant first (LeRF, dashed: a good map stays high); correctly "
         "classified images. AOPC values and their ranking agreement with the GT metrics are in the tables.")
 def draw(inputs: Inputs) -> Any:
@@ -20,7 +21,7 @@ def draw(inputs: Inputs) -> Any:
                 ax.plot([r["fraction"] for r in rows], [r["score"] for r in rows], style, color=inputs.colors.get(method),
                         label=method if order == "morf" else None, lw=1.2)
         ax.set_xlabel("fraction of patches replaced")
-        ax.set_title(run.label, fontsize=9)
+        ax.set_title(f"{run.label}   (solid: MoRF, dashed: LeRF)", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("class probability")
     axes[0, -1].legend(fontsize=6, ncol=2)
