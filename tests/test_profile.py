@@ -5,7 +5,7 @@ import pytest
 
 from helpers import ROOT
 from salbench.params import ParamsError, load_params
-from salbench.profile import load_profile, merge, set_params_args
+from salbench.profile import load_profile, merge, set_params_args, write_profile
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
@@ -23,3 +23,16 @@ def test_set_params_args_and_errors() -> None:
         merge({"render": {"seed": 0}}, {"render": {"sed": 1}})
     with pytest.raises(ParamsError, match="known profiles"):
         load_profile("no-such-profile", ROOT)
+
+
+def test_write_merges_in_place_and_keeps_comments(tmp_path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("# top comment\nrender:\n  seed: 0      # the seed\n  splits: {train: 10, test: 5}\n"
+                      "train:\n  device: cpu\n")
+    write_profile(params, {"render": {"splits": {"train": 99}}, "train": {"device": "auto"}})
+    text = params.read_text()
+    assert "# top comment" in text and "# the seed" in text
+    assert load_params(params) == {"render": {"seed": 0, "splits": {"train": 99, "test": 5}}, "train": {"device": "auto"}}
+    with pytest.raises(ParamsError, match="params.yaml does not have"):
+        write_profile(params, {"render": {"sed": 1}})
+    assert load_params(params)["render"]["seed"] == 0

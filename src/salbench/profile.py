@@ -1,18 +1,20 @@
 """Parameter profiles: ``profiles/<name>.yaml`` holds overrides of params.yaml.
 
     python -m salbench.profile paper            # prints `-S key=value ...` for `dvc exp run`
-    python -m salbench.profile paper --write    # merges the overrides into params.yaml
+    python -m salbench.profile paper --write    # merges the overrides into params.yaml, comments kept
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, MutableMapping
 
 import yaml
+from ruamel.yaml import YAML
 
 from .errors import cli
+from .io import atomic_file
 from .params import ParamsError, load_params
 
 
@@ -49,6 +51,25 @@ def set_params_args(over: Mapping[str, Any]) -> list[str]:
     return [a for k, v in leaves(over) for a in ("-S", f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}")]
 
 
+def _apply(doc: MutableMapping[str, Any], over: Mapping[str, Any]) -> None:
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(doc.get(k), Mapping):
+            _apply(doc[k], v)
+        else:
+            doc[k] = v
+
+
+def write_profile(params: Path, over: Mapping[str, Any]) -> None:
+    """Merge ``over`` into the params file in place, keeping its comments and layout (ruamel round trip)."""
+    merge(load_params(params), over)  # validates every key first
+    rt = YAML()
+    rt.width = 120
+    doc = rt.load(params.read_text())
+    _apply(doc, over)
+    with atomic_file(params) as f:
+        rt.dump(doc, f)
+
+
 @cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,10 +78,10 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="merge into params.yaml instead of printing -S args")
     args = ap.parse_args()
     over = load_profile(args.name, Path(args.params).parent)
-    merged = merge(load_params(args.params), over)  # validates every key
     if args.write:
-        Path(args.params).write_text(yaml.safe_dump(merged, sort_keys=False, default_flow_style=None))
+        write_profile(Path(args.params), over)
     else:
+        merge(load_params(args.params), over)  # validates every key
         print(" ".join(set_params_args(over)))
 
 
