@@ -1,7 +1,8 @@
 """DVC stage `train@<task>-<model>`: train a classifier, its checkpoints, random-label model and random-init twin.
 
 Writes data/models/<task>/<model>/{final, checkpoints/epoch_K, random_labels, random_init}/ (checkpoints:
-model.safetensors + manifest.json), metrics.json and plots/{train,random_labels}/ (dvclive per-epoch curves for `dvc plots`).
+model.safetensors + manifest.json), metrics.json and plots/{train,random_labels}/ (dvclive per-epoch curves
+for `dvc plots`).
 Fails after writing if the test accuracy is below train.min_test_accuracy (a number, or task -> number).
 """
 from __future__ import annotations

@@ -32,7 +32,8 @@ def test_write_merges_in_place_and_keeps_comments(tmp_path) -> None:
     write_profile(params, {"render": {"splits": {"train": 99}}, "train": {"device": "auto"}})
     text = params.read_text()
     assert "# top comment" in text and "# the seed" in text
-    assert load_params(params) == {"render": {"seed": 0, "splits": {"train": 99, "test": 5}}, "train": {"device": "auto"}}
+    assert load_params(params) == {"render": {"seed": 0, "splits": {"train": 99, "test": 5}},
+                                   "train": {"device": "auto"}}
     with pytest.raises(ParamsError, match="params.yaml does not have"):
         write_profile(params, {"render": {"sed": 1}})
     assert load_params(params)["render"]["seed"] == 0

@@ -84,9 +84,10 @@ def pixel_perturbation(
     """Perturbation curves of images x (N×C×H×W) ordered by the pooled relevance R (N×C'×H×W).
 
     ``steps`` points, evenly spaced from 0 to all units replaced; units are ``patch``×``patch``
-    squares ranked by their summed pooled relevance. Replaced pixels take ``baseline`` (a number, a
-    tensor broadcastable to x, or a name in :data:`BASELINES`: "mean" colour of each image, "blur"-red
-    image; black (0.0) is out of distribution for most models and can flatten every curve). ``score``: softmax probability or logit of ``targets``.
+    squares ranked by their summed pooled relevance. Replaced pixels take ``baseline``: a number, a
+    tensor broadcastable to x, or a name in :data:`BASELINES` ("mean": each image's mean colour,
+    "blur": the blurred image). Black (0.0) is out of distribution for most models and can flatten
+    every curve. ``score``: softmax probability or logit of ``targets``.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
