@@ -10,6 +10,7 @@ randomization, layers}.csv and data/evaluate/<task>/<model>/ (example maps for t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from salbench.device import resolve_device
 from salbench.attribution import select_targets
 from salbench.errors import cli
 from salbench.evaluate import EvalData, evaluate, parse_config
+from salbench.evaluate.suite import flat_perturbation
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
 from salbench.io import atomic_dir
 from salbench.models import preprocess
@@ -70,6 +72,11 @@ def main() -> None:
             atomic_dir(args.out or f"data/evaluate/{name}") as out:
         save_report(report, Path(args.metrics or f"data/metrics/evaluate/{name}.json"), plots, out, meta)
     print(f"[evaluate {name}] {len(report.methods)} methods in {time.perf_counter() - t0:.1f} s")
+    if flat_perturbation(report.perturbation):
+        print(f"[evaluate {name}] warning: every MoRF and LeRF curve is the same whatever the map, so the AOPCs "
+              "say nothing about the maps: the model ignores the replaced patches, or evaluate.perturbation.baseline="
+              f"{config.perturbation.get('baseline', 'mean')!r} is out of distribution for it (try mean or blur)",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

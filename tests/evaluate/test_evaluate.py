@@ -22,6 +22,7 @@ from salbench.evaluate import (
     ranking_agreement,
 )
 from salbench.evaluate.artifacts import load_entries, load_models, model_hash
+from salbench.evaluate.suite import flat_perturbation
 from salbench.metrics import METRICS, MetricInputs
 from salbench.params import ParamsError
 from salbench.registry import UnknownNameError
@@ -174,3 +175,20 @@ def test_stale_maps_name_the_attribute_stage(tmp_path):
                            0, "attribute@t-m")
     with pytest.raises(ParamsError, match=r"dvc repro attribute@t-m"):
         entries["gradient"].load()
+
+
+def test_flat_perturbation_flags_curves_that_ignore_the_maps() -> None:
+    """The black-baseline failure seen on the default models: after the first step every curve sits at the same
+    value whatever the method and order."""
+    fractions = [0.0, 0.5, 1.0]
+
+    def rows(curves: dict) -> list[dict]:
+        return [{"method": m, "order": o, "fraction": f, "score": v}
+                for (m, o), values in curves.items() for f, v in zip(fractions, values)]
+
+    flat = {(m, o): [0.873, 0.1111, 0.1111] for m in ("gradient", "gradcam") for o in ("morf", "lerf")}
+    flat[("gradient", "lerf")] = [0.873, 0.1127, 0.1111]  # as measured: a spread of 0.0016 at the first step
+    assert flat_perturbation(rows(flat))
+    informative = {**flat, ("gradcam", "lerf"): [0.89, 0.80, 0.15625]}
+    assert not flat_perturbation(rows(informative))
+    assert not flat_perturbation(rows({("gradient", "morf"): [0.9, 0.1, 0.1]}))  # one curve: nothing to compare

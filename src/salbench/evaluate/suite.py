@@ -7,7 +7,7 @@ so memory stays at one entry's maps plus the test set.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,6 +118,16 @@ def perturbation_scores(model: nn.Module, data: EvalData, maps: Tensor, targets:
         rows += [{"order": order, "fraction": round(f, 6), "score": s, "n": int(scored.sum())}
                  for f, s in zip(curves.fractions.tolist(), mean.tolist())]
     return results, rows
+
+
+def flat_perturbation(rows: Sequence[Mapping[str, Any]], tol: float = 0.01) -> bool:
+    """True when every method's MoRF and LeRF curves (rows {method, order, score} in fraction order) coincide
+    within ``tol`` at every point: the maps have no effect (e.g. a black baseline that is out of distribution)."""
+    curves: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        curves.setdefault((r["method"], r["order"]), []).append(r["score"])
+    values = torch.tensor(list(curves.values()), dtype=torch.float64)
+    return len(curves) > 2 and values.shape[1] > 2 and bool((values.amax(0) - values.amin(0) <= tol).all())
 
 
 def randomization_rows(metric: str, results: Mapping[str, Summary]) -> list[dict[str, Any]]:
