@@ -211,14 +211,16 @@ def bench_stage(args: argparse.Namespace, device: torch.device) -> None:
                                                    batch_size=batch_size),
                         **{f"{k} fused": functools.partial(attribute_many, model, x, t, v, batch_size=batch_size)
                            for k, v in parts.items()},
-                        **{f"{k} alone": functools.partial(one_call_each, model, x, t, v, batch_size) for k, v in parts.items()}},
+                        **{f"{k} alone": functools.partial(one_call_each, model, x, t, v, batch_size)
+                           for k, v in parts.items()}},
                        args.repeat, device)
         runs["alone"] = [a + b for a, b in zip(runs["plain alone"], runs["rest alone"])]
         row = functools.partial(stage_row, runs)
         rest = ", ".join(n for n in built if n not in plain)
         table(f"[{name}] default attribute stage: {len(built)} entries of params.yaml attribute.methods, "
               f"{len(x)} images at {size} px, batch_size {batch_size}\n"
-              f"  plain-pass entries ({len(plain)}): {', '.join(plain)}\n  the rest ({len(built) - len(plain)}): {rest}",
+              f"  plain-pass entries ({len(plain)}): {', '.join(plain)}\n"
+              f"  the rest ({len(built) - len(plain)}): {rest}",
               ["variant", "s", "×ref", "speed-up"],
               [row("attribute_many (what the stage runs)", "fused", "alone"),
                row("one call per method and layer", "alone", "alone"),
