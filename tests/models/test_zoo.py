@@ -15,7 +15,6 @@ from salbench.models import MODELS, ModelSpecError, build_model, preprocess, to_
 from salbench.registry import UnknownNameError
 
 
-
 @pytest.mark.parametrize("spec", MODEL_SPECS)
 def test_registered_model_shapes_and_family(spec: dict) -> None:
     torch.manual_seed(0)
