@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from salbench.attribution import attribute_many, build, select_targets
+from salbench.attribution import attribute_many, build, call_targets, select_targets
 from salbench.attribution.cache import cache_key, is_fresh, save_maps
 from salbench.device import resolve_device
 from salbench.errors import cli
@@ -62,17 +62,25 @@ def main() -> None:
             continue
         method, params = built
         layer = ",".join(method.layers(model, **params)) or None
-        key = cache_key(model_hash, name, entry or {}, layer, targets, seed)
+        call, explained = call_targets(method, model, images, labels, targets, batch_size)  # per-entry `explain`
+        key = cache_key(model_hash, name, entry or {}, layer, explained, seed)
         if is_fresh(out / name, key):
             kept.append(name)
         else:
-            todo[name] = (method, params, layer)
+            todo[name] = (method, params, layer, call, explained)
 
     t0 = time.perf_counter()
-    maps = attribute_many(model, images, targets, [(m, prm) for m, prm, _ in todo.values()], batch_size=batch_size)
-    for (name, (_, _, layer)), m in zip(todo.items(), maps):
-        save_maps(out / name, m, targets, model_hash=model_hash, method=name,
-                  params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed)
+    # one shared-pass batch per distinct call targets (entries with their own `explain` get the true labels)
+    groups: dict[bytes, list[str]] = {}
+    for name, (*_, call, _) in todo.items():
+        groups.setdefault(call.numpy().tobytes(), []).append(name)
+    for names in groups.values():
+        call = todo[names[0]][3]
+        maps = attribute_many(model, images, call, [todo[n][:2] for n in names], batch_size=batch_size)
+        for name, m in zip(names, maps):
+            _, _, layer, _, explained = todo[name]
+            save_maps(out / name, m, explained, model_hash=model_hash, method=name,
+                      params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed)
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in todo and d.name not in kept):
         shutil.rmtree(stale)
     print(f"[attribute {args.task}/{args.model}] computed {sorted(todo)} in {time.perf_counter() - t0:.1f} s; "

@@ -2,10 +2,10 @@
 
 Reads the test split data/render/<task>/, the models data/models/<task>/<model>/{final, random_labels,
 random_init, checkpoints}/ and the cached maps data/maps/<task>/<model>/<entry>/ (stage attribute), and
-builds each entry's method from `attribute.methods` for the metrics that need new maps. Writes
-data/metrics/evaluate/<task>/<model>.json (entry -> metric -> {mean, ci_low, ci_high, n, n_undefined},
-ranking agreement, meta-saliency, layer study), data/plots/evaluate/<task>/<model>/{perturbation,
-randomization, layers}.csv and data/evaluate/<task>/<model>/ (example maps for the figures).
+builds each entry's method from `attribute.methods` for the metrics that need new maps. Writes the results
+table data/results/<task>/<model>.csv (schema: salbench.results), the headline numbers
+data/metrics/evaluate/<task>/<model>.json (`dvc metrics`) and data/evaluate/<task>/<model>/examples.safetensors
+(example images and maps for the figures).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from salbench.device import resolve_device
 from salbench.attribution import select_targets
+from salbench.device import resolve_device
 from salbench.errors import cli
 from salbench.evaluate import EvalData, evaluate, parse_config
-from salbench.evaluate.suite import flat_perturbation
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
+from salbench.evaluate.suite import flat_perturbation
 from salbench.io import atomic_dir
 from salbench.models import preprocess
 from salbench.params import load_params, section
@@ -37,8 +37,8 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="default: data/render/<task>")
     ap.add_argument("--models", default="data/models", help="root of the trained models")
     ap.add_argument("--maps", default=None, help="default: data/maps/<task>/<model>")
+    ap.add_argument("--results", default=None, help="default: data/results/<task>/<model>.csv")
     ap.add_argument("--metrics", default=None, help="default: data/metrics/evaluate/<task>/<model>.json")
-    ap.add_argument("--plots", default=None, help="default: data/plots/evaluate/<task>/<model>")
     ap.add_argument("--out", default=None, help="default: data/evaluate/<task>/<model>")
     args = ap.parse_args()
     name = f"{args.task}/{args.model}"
@@ -59,25 +59,24 @@ def main() -> None:
     targets = select_targets(models.model, images, labels, str(attribute.get("explain", "predicted")),
                              config.batch_size)
     data = EvalData(images, labels, torch.from_numpy(split["gt_mask"]).bool().to(device),
-                   select_targets(models.model, images, labels, "predicted", config.batch_size))
+                    select_targets(models.model, images, labels, "predicted", config.batch_size))
     entries = load_entries(methods, models.model.family, Path(args.maps or f"data/maps/{name}"), models.model,
-                           model_hash(model_dir), targets, int(attribute.get("seed", 0)),
-                           f"attribute@{args.task}-{args.model}")
+                           model_hash(model_dir), images, labels, targets, int(attribute.get("seed", 0)),
+                           f"attribute@{args.task}-{args.model}", config.batch_size)
 
     t0 = time.perf_counter()
     report = evaluate(models, data, entries, config)
-    meta = {"task": args.task, "model": args.model, "n_test": len(labels),
-            "accuracy": (data.predictions == labels).double().mean().item()}
-    with atomic_dir(args.plots or f"data/plots/evaluate/{name}") as plots, \
-            atomic_dir(args.out or f"data/evaluate/{name}") as out:
-        save_report(report, Path(args.metrics or f"data/metrics/evaluate/{name}.json"), plots, out, meta)
-    print(f"[evaluate {name}] {len(report.methods)} methods in {time.perf_counter() - t0:.1f} s")
-    if flat_perturbation(report.perturbation):
+    with atomic_dir(args.out or f"data/evaluate/{name}") as out:
+        rows = save_report(report, args.task, args.model, models.model.family,
+                           Path(args.results or f"data/results/{name}.csv"),
+                           Path(args.metrics or f"data/metrics/evaluate/{name}.json"), out)
+    print(f"[evaluate {name}] {len(rows)} result rows in {time.perf_counter() - t0:.1f} s")
+    if flat_perturbation(rows):
+        baseline = next((s.params.get("baseline", "mean") for s in config.specs if s.name == "aopc"), "mean")
         print(f"[evaluate {name}] warning: every MoRF and LeRF curve is the same whatever the map, so the AOPCs "
-              "say nothing about the maps: the model ignores the replaced patches, or evaluate.perturbation.baseline="
-              f"{config.perturbation.get('baseline', 'mean')!r} is out of distribution for it (try mean or blur)",
+              "say nothing about the maps: the model ignores the replaced patches, or "
+              f"evaluate.metrics.aopc.baseline={baseline!r} is out of distribution for it (try mean or blur)",
               file=sys.stderr)
-
 
 if __name__ == "__main__":
     main()

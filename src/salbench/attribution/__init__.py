@@ -10,10 +10,10 @@ from .base import METHODS, Method, attribute_many, get_method
 from .engine import IntegrationPath, Noise, Plan, Request, execute
 from .model import default_layer, inspect_model, resolve_layer
 from .spec import build
-from .wrappers import ExplainClass, MetaSaliency, MultiLayer, combine_layers, select_targets
+from .wrappers import ExplainClass, MetaSaliency, MultiLayer, call_targets, combine_layers, select_targets
 
 __all__ = [
     "METHODS", "Method", "attribute_many", "get_method", "IntegrationPath", "Noise", "Plan", "Request", "execute",
     "default_layer", "inspect_model", "resolve_layer", "build", "ExplainClass", "MetaSaliency", "MultiLayer",
-    "combine_layers", "select_targets",
+    "call_targets", "combine_layers", "select_targets",
 ]

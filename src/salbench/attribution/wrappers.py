@@ -164,7 +164,12 @@ def select_targets(model: nn.Module, images: Tensor, labels: Tensor, which: str 
 
 
 class ExplainClass(Method):
-    """``base`` explaining the class chosen by :func:`select_targets` (``targets`` are the true labels)."""
+    """``base`` explaining the class chosen by :func:`select_targets`.
+
+    ``targets`` must be the true labels (only "true" reads them): a caller that has already replaced
+    them with other classes (the attribute stage explains predicted classes by default) passes the
+    labels through :func:`call_targets` instead, and records :meth:`explained` as the maps' targets.
+    """
 
     def __init__(self, base: str | Method, which: str) -> None:
         TARGETS.get(which)
@@ -177,4 +182,17 @@ class ExplainClass(Method):
     def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
         chosen = select_targets(model, images, targets, self.which, batch_size)
         return self.base(model, images, chosen, batch_size=batch_size, **params)
+
+    def explained(self, model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 32) -> Tensor:
+        """The classes (LongTensor N) the maps of images N×C×H×W with true ``labels`` explain."""
+        return select_targets(model, images, labels, self.which, batch_size)
+
+
+def call_targets(method: Method, model: nn.Module, images: Tensor, labels: Tensor, targets: Tensor,
+                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
+    """(targets to call ``method`` with, the classes its maps explain) for a stage that explains ``targets``
+    (N) by default: an :class:`ExplainClass` entry gets the true ``labels`` and explains its own choice."""
+    if isinstance(method, ExplainClass):
+        return labels, method.explained(model, images, labels, batch_size)
+    return targets, targets
 

@@ -1,34 +1,42 @@
-"""Agreement of method rankings: pixel perturbation (AOPC) vs the ground-truth metrics (CLEVR-XAI, section 1)."""
+"""Agreement of method rankings: pixel perturbation (AOPC) vs the ground-truth metrics (CLEVR-XAI, section 1),
+computed from the results table."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..metrics import Summary, rank_correlation
+from ..metrics import rank_correlation
+from ..results import parse_variant
 
-# AOPC key -> sign that makes larger better: MoRF drops fast for a good map, LeRF stays flat.
-AOPC_SIGN = {"aopc_morf": 1.0, "aopc_lerf": -1.0}
+# AOPC order -> sign that makes larger better: MoRF drops fast for a good map, LeRF stays flat.
+AOPC_SIGN = {"order=morf": 1.0, "order=lerf": -1.0}
 GT_METRICS = ("mass_accuracy", "rank_accuracy", "pointing_game")
 
 
-def ranking_agreement(methods: Mapping[str, Mapping[str, Summary]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Spearman correlation across methods between the (better-is-larger) AOPC means and each GT metric's
-    means: ``{aopc key: {gt key: {"spearman", "n_methods"}}}``, over the methods with both means finite;
-    ``spearman`` is None for fewer than 3 such methods or a constant ranking."""
-    keys = {k for results in methods.values() for k in results}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for aopc in (k for k in AOPC_SIGN if k in keys):
-        out[aopc] = {}
-        for gt in sorted(k for k in keys if k.split("/")[0] in GT_METRICS):
-            pairs = [(AOPC_SIGN[aopc] * r[aopc]["mean"], r[gt]["mean"]) for r in methods.values()
-                     if aopc in r and gt in r and math.isfinite(r[aopc]["mean"]) and math.isfinite(r[gt]["mean"])]
+def ranking_agreement(table: Any) -> list[dict[str, Any]]:
+    """Spearman correlation across saliency methods (control maps left out) between the better-is-larger
+    AOPC means and each GT metric variant's means, for one task × model's results ``table`` (DataFrame):
+    rows {aopc (the order variant), metric, variant, spearman, n_methods} over the methods with both means
+    finite; ``spearman`` is None for fewer than 3 such methods or a constant ranking."""
+    scalars = table[(table["role"] == "method") & (table["statistic"] == "value") & table["step"].isna()]
+    out = []
+    for aopc_variant, sign in AOPC_SIGN.items():
+        aopc = scalars[(scalars["metric"] == "aopc") & (scalars["variant"] == aopc_variant)]
+        if aopc.empty:
+            continue
+        a = dict(zip(aopc["method"], sign * aopc["mean"]))
+        plain = scalars["variant"].map(lambda v: set(parse_variant(v)) <= {"pooling"})  # not meta-saliency
+        gt = scalars[scalars["metric"].isin(GT_METRICS) & plain]
+        for (metric, variant), rows in gt.groupby(["metric", "variant"], sort=True):
+            pairs = [(a[m], v) for m, v in zip(rows["method"], rows["mean"])
+                     if m in a and math.isfinite(a[m]) and math.isfinite(v)]
             rho = None
             if len(pairs) >= 3:
-                a, b = torch.tensor(pairs, dtype=torch.float64).T
-                value = rank_correlation(a[None], b[None]).item()
+                x, y = torch.tensor(pairs, dtype=torch.float64).T
+                value = rank_correlation(x[None], y[None]).item()
                 rho = None if math.isnan(value) else round(value, 6)
-            out[aopc][gt] = {"spearman": rho, "n_methods": len(pairs)}
+            out.append({"aopc": aopc_variant.removeprefix("order="), "metric": metric, "variant": variant,
+                        "spearman": rho, "n_methods": len(pairs)})
     return out

@@ -1,10 +1,9 @@
 """Evaluate-stage I/O: entries from the attribute params and map cache, models from the train outputs,
-and the report as JSON (`dvc metrics`), CSV (`dvc plots`) and an examples shard (figures)."""
+and the outputs: the results table (salbench.results), the headline metrics (`dvc metrics`) and the
+example arrays (figures)."""
 from __future__ import annotations
 
-import csv
 import functools
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,38 +12,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attribution import build
+from ..attribution import build, call_targets
 from ..attribution.cache import MANIFEST, cache_key, load_maps
-from ..io import atomic_file, file_hash, require, save_shard, write_json
+from ..io import file_hash, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
+from ..results import write_results
 from .config import EvalConfig
+from .headlines import headlines
 from .suite import Entry, Models, Report
-
-CSV_FIELDS = {
-    "perturbation": ("method", "order", "fraction", "score", "n"),
-    "randomization": ("method", "mode", "step", "block", "similarity", "value", "ci_low", "ci_high", "n"),
-    "layers": ("group", "entry", "layer", "metric", "mean", "ci_low", "ci_high", "n"),
-}
 
 
 def check_entry_names(config: EvalConfig, known: Iterable[str]) -> None:
     """Every entry the config names must be an `attribute.methods` entry."""
     known = sorted(known)
-    named = {"evaluate.methods": config.methods or [], "evaluate.perturbation.methods":
-             config.perturbation.get("methods") or [], "evaluate.meta_saliency.methods": config.meta.get("methods") or []}
-    named.update({f"evaluate.metrics.{s.name}.methods": s.methods or [] for s in config.metrics})
-    named.update({f"evaluate.layer_study.entries.{g}": names for g, names in config.layer_study.items()})
+    named = {"evaluate.methods": config.methods or []}
+    for s in config.specs:
+        where = ("evaluate.layer_study.entries" if s.layer_study is not None else "evaluate.meta_saliency.methods"
+                 if s.meta_lr is not None else f"evaluate.metrics.{s.name}.methods")
+        named.setdefault(where, [])
+        named[where] += [n for names in (s.layer_study or {}).values() for n in names] + (s.methods or [])
     for where, names in named.items():
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in dict.fromkeys(names) if n not in known]
         if unknown:
             raise ParamsError(f"{where} names {unknown}, which are not attribute.methods entries; known: {known}")
 
 
 def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model: torch.nn.Module,
-                 model_hash: str, targets: Tensor, seed: int, stage: str) -> dict[str, Entry]:
-    """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps; a missing or
-    stale cache raises naming ``stage`` (the attribute stage that writes ``maps_dir``)."""
+                 model_hash: str, images: Tensor, labels: Tensor, targets: Tensor, seed: int, stage: str,
+                 batch_size: int = 64) -> dict[str, Entry]:
+    """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps (keyed as the
+    attribute stage keys them: ``targets`` by default, an entry's own `explain` choice from ``labels``);
+    a missing or stale cache raises naming ``stage`` (the attribute stage that writes ``maps_dir``)."""
     entries = {}
     for name, spec in methods.items():
         built = build(name, spec, family)
@@ -53,9 +52,11 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
         method, params = built
         layer = ",".join(method.layers(model, **params)) or None
         require(maps_dir / name / MANIFEST, stage)
-        key = cache_key(model_hash, name, spec or {}, layer, targets, seed)
+        explained = call_targets(method, model, images, labels, targets, batch_size)[1]
+        key = cache_key(model_hash, name, spec or {}, layer, explained, seed)
         load = functools.partial(_load, maps_dir / name, key, stage)
-        entries[name] = Entry(name, method, params, load, _short_layer(layer, model))
+        registry = str((spec or {}).get("method", name))
+        entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)
     return entries
 
 
@@ -88,38 +89,20 @@ def model_hash(model_dir: Path) -> str:
     return file_hash(model_dir / "final" / "model.safetensors")
 
 
-def _json_float(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v  # NaN (nothing scored) -> null
+def table_rows(report: Report, task: str, model: str, family: str) -> list[dict[str, Any]]:
+    """The report's rows with their task, model and family: rows of the results table."""
+    return [{"task": task, "model": model, "family": family, **r} for r in report.rows]
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {k: _clean(v) for k, v in obj.items()}
-    return _json_float(obj)
-
-
-def write_csv(path: Path, rows: list[Mapping[str, Any]], fields: Iterable[str]) -> None:
-    with atomic_file(path) as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if _json_float(v) is None else v for k, v in row.items()})
-
-
-def save_report(report: Report, metrics_path: Path, plots_dir: Path, out_dir: Path, meta: Mapping[str, Any]) -> None:
-    """metrics_path: {task, model, accuracy..., method_order (params order; JSON keys are sorted), methods:
-    {entry: {metric: Summary}}, agreement, meta_saliency, layer_study}; plots_dir: perturbation.csv, randomization.csv, layers.csv; out_dir: examples.safetensors
-    (images, masks, per-entry pooled maps, cascading-randomisation maps) and blocks.json."""
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    for name, fields in CSV_FIELDS.items():
-        write_csv(plots_dir / f"{name}.csv", getattr(report, name), fields)
-    layer_study: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in report.layers:
-        layer_study.setdefault(r["group"], {}).setdefault(r["entry"], {"layer": r["layer"]})[r["metric"]] = {
-            k: r[k] for k in ("mean", "ci_low", "ci_high", "n")}
-    write_json(metrics_path, _clean({**meta, "method_order": list(report.methods), "methods": report.methods, "agreement": report.agreement,
-                                     "meta_saliency": report.meta, "layer_study": layer_study}))
+def save_report(report: Report, task: str, model: str, family: str, results_path: Path, metrics_path: Path,
+                out_dir: Path) -> list[dict[str, Any]]:
+    """results_path: the results table (CSV); metrics_path: the headline numbers (JSON, `dvc metrics`);
+    out_dir: examples.safetensors (images, masks, labels, predictions, pooled maps per entry, cascading
+    randomisation and layer-study maps). Returns the table's rows."""
+    rows = table_rows(report, task, model, family)
+    write_results(results_path, rows)
+    write_json(metrics_path, headlines(rows))
     out_dir.mkdir(parents=True, exist_ok=True)
     save_shard(out_dir / "examples.safetensors",
                {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in report.examples.items()})
-    write_json(out_dir / "blocks.json", {"cascading": report.blocks})
+    return rows

@@ -1,6 +1,12 @@
-"""The `evaluate` params section, validated before any map is loaded or computed."""
+"""The `evaluate` params section, validated before any map is loaded or computed.
+
+Every metric run is a :class:`MetricSpec`: ``metrics.<name>`` entries directly, and the NormGrad layer
+study and meta-saliency sections expand into specs of their metrics (with ``layer_study`` groups or a
+``meta_lr``), so one runner handles them all.
+"""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,25 +15,46 @@ from ..metrics import METRICS
 from ..metrics.perturbation import BASELINES, ORDERS
 from ..params import ParamsError, check_keys
 
-STAGE_KEYS = ("seed", "device", "batch_size", "n_boot", "methods", "examples", "metrics", "perturbation",
-              "layer_study", "meta_saliency")
+STAGE_KEYS = ("seed", "device", "batch_size", "n_boot", "methods", "examples", "metrics", "layer_study",
+              "meta_saliency")
 # Keys of a metric entry that the stage reads; every other key is passed to the metric.
 METRIC_KEYS = ("samples", "methods", "sweep")
-PERTURBATION_KEYS = ("orders", "samples", "methods", "steps", "patch", "baseline", "pooling", "score")
 LAYER_STUDY_KEYS = ("entries", "metrics")
 META_KEYS = ("lr", "samples", "methods", "metrics")
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One registered metric: its params, the first ``samples`` test images (None: all), the attribute
-    entries it scores (None: the compared methods) and ``sweep`` ({param: [values]}: one run per value)."""
+    """One run of a registered metric: its params, the first ``samples`` test images (None: all), the
+    attribute entries it scores (None: the compared methods), ``sweep`` ({param: [values]}: one run per
+    value); ``layer_study`` ({group: [entry per layer, input to output]}) scores each group's entries as
+    the steps of one curve; ``meta_lr`` scores each method plain and after one SGD step of that rate."""
 
     name: str
     params: dict[str, Any]
     samples: int | None = None
     methods: list[str] | None = None
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    layer_study: dict[str, list[str]] | None = None
+    meta_lr: float | None = None
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The params of each run: one per sweep value (one run without a sweep)."""
+        if not self.sweep:
+            return [dict(self.params)]
+        ((param, values),) = self.sweep.items()
+        return [{**self.params, param: value} for value in values]
+
+    def variant(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings that name a run in the results table: the swept param, the metric's
+        ``variant_params`` (with their defaults) and ``layer_study=1`` for the layer study."""
+        metric = METRICS.get(self.name)
+        defaults = {k: p.default for k, p in inspect.signature(metric.fn).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        out = {k: params.get(k, defaults.get(k)) for k in (*self.sweep, *metric.variant_params)}
+        if self.layer_study is not None:
+            out["layer_study"] = 1
+        return out
 
 
 @dataclass(frozen=True)
@@ -38,12 +65,12 @@ class EvalConfig:
     n_boot: int
     methods: list[str] | None
     examples: int
-    metrics: list[MetricSpec]
-    perturbation: dict[str, Any]
-    layer_study: dict[str, list[str]]
-    layer_metrics: list[MetricSpec]
-    meta: dict[str, Any]
-    meta_metrics: list[MetricSpec]
+    specs: list[MetricSpec]
+
+    @property
+    def layer_study(self) -> dict[str, list[str]]:
+        """Every layer-study group -> its entries (input to output)."""
+        return {g: names for s in self.specs if s.layer_study for g, names in s.layer_study.items()}
 
 
 def _samples(value: Any, where: str) -> int | None:
@@ -54,7 +81,17 @@ def _samples(value: Any, where: str) -> int | None:
     return value
 
 
-def metric_specs(entries: Mapping[str, Any] | None, where: str) -> list[MetricSpec]:
+def _check_aopc(params: Mapping[str, Any], sweep: Mapping[str, list[Any]], where: str) -> None:
+    for order in sweep.get("order", [params.get("order", "morf")]):
+        if order not in ORDERS:
+            raise ParamsError(f"{where}.aopc: unknown order {order!r}; known: {list(ORDERS)}")
+    baseline = params.get("baseline", "mean")
+    if isinstance(baseline, str) and baseline not in BASELINES:
+        raise ParamsError(f"{where}.aopc.baseline: unknown baseline {baseline!r}; "
+                          f"known: a number or one of {list(BASELINES)}")
+
+
+def metric_specs(entries: Mapping[str, Any] | None, where: str, **common: Any) -> list[MetricSpec]:
     """MetricSpecs of a ``{registry name: params}`` mapping; unknown metric names list the known ones."""
     specs = []
     for name, entry in (entries or {}).items():
@@ -67,30 +104,31 @@ def metric_specs(entries: Mapping[str, Any] | None, where: str) -> list[MetricSp
             raise ParamsError(f"{where}.{name}.sweep sweeps one parameter at a time, got {sorted(sweep)}")
         samples = _samples(entry.pop("samples", None), f"{where}.{name}")
         methods = entry.pop("methods", None)
-        specs.append(MetricSpec(name, entry, samples, None if methods is None else list(methods), dict(sweep)))
+        if name == "aopc":
+            _check_aopc(entry, sweep, where)
+        specs.append(MetricSpec(name, entry, samples, None if methods is None else list(methods), dict(sweep),
+                                **common))
     return specs
 
 
 def parse_config(p: Mapping[str, Any]) -> EvalConfig:
     """An EvalConfig from params.yaml's ``evaluate`` section (unknown keys and names are errors)."""
     check_keys(p, STAGE_KEYS, "evaluate")
-    perturbation = dict(p.get("perturbation") or {})
-    check_keys(perturbation, PERTURBATION_KEYS, "evaluate.perturbation")
-    for order in perturbation.get("orders", ORDERS):
-        if order not in ORDERS:
-            raise ParamsError(f"evaluate.perturbation.orders: unknown order {order!r}; known: {list(ORDERS)}")
-    _samples(perturbation.get("samples"), "evaluate.perturbation")
-    baseline = perturbation.get("baseline", "mean")
-    if isinstance(baseline, str) and baseline not in BASELINES:
-        raise ParamsError(f"evaluate.perturbation.baseline: unknown baseline {baseline!r}; "
-                          f"known: a number or one of {list(BASELINES)}")
+    specs = metric_specs(p.get("metrics"), "evaluate.metrics")
     layer = dict(p.get("layer_study") or {})
     check_keys(layer, LAYER_STUDY_KEYS, "evaluate.layer_study")
+    if layer:
+        groups = {k: list(v) for k, v in (layer.get("entries") or {}).items()}
+        specs += metric_specs(layer.get("metrics"), "evaluate.layer_study.metrics", layer_study=groups)
     meta = dict(p.get("meta_saliency") or {})
     check_keys(meta, META_KEYS, "evaluate.meta_saliency")
-    _samples(meta.get("samples"), "evaluate.meta_saliency")
-    if meta and float(meta.get("lr", 0)) <= 0:
-        raise ParamsError("evaluate.meta_saliency.lr must be a positive learning rate")
+    if meta:
+        if float(meta.get("lr", 0)) <= 0:
+            raise ParamsError("evaluate.meta_saliency.lr must be a positive learning rate")
+        samples = _samples(meta.get("samples"), "evaluate.meta_saliency")
+        methods = None if meta.get("methods") is None else list(meta["methods"])
+        specs += [MetricSpec(s.name, s.params, samples, methods, s.sweep, meta_lr=float(meta["lr"]))
+                  for s in metric_specs(meta.get("metrics"), "evaluate.meta_saliency.metrics")]
     return EvalConfig(
         seed=int(p.get("seed", 0)),
         device=str(p.get("device", "cpu")),
@@ -98,10 +136,5 @@ def parse_config(p: Mapping[str, Any]) -> EvalConfig:
         n_boot=int(p.get("n_boot", 1000)),
         methods=None if p.get("methods") is None else list(p["methods"]),
         examples=int(p.get("examples", 4)),
-        metrics=metric_specs(p.get("metrics"), "evaluate.metrics"),
-        perturbation=perturbation,
-        layer_study={k: list(v) for k, v in (layer.get("entries") or {}).items()},
-        layer_metrics=metric_specs(layer.get("metrics"), "evaluate.layer_study.metrics"),
-        meta=meta,
-        meta_metrics=metric_specs(meta.get("metrics"), "evaluate.meta_saliency.metrics"),
+        specs=specs,
     )

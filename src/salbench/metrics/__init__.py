@@ -2,15 +2,29 @@
 
 Every function takes tensors (maps N×C×H×W, masks N×H×W bool, images N×C×H×W) on any device and
 returns per-sample values N; :func:`summary` turns them into a mean with a bootstrap CI and the
-count of scored samples. ``METRICS`` maps the names used in params.yaml to wrappers with one
-signature, ``metric(inputs: MetricInputs, *, n_boot, seed, **params) -> {key: Summary}``, that
-score only the samples the papers score.
+count of scored samples. ``METRICS`` maps the names used in params.yaml to registered
+:class:`Metric` wrappers with one signature, ``metric(inputs: MetricInputs, **params) -> [Values |
+Combined]``, that declare what they need and which samples they score (see :func:`metric`); the
+evaluate runner turns their per-sample values into rows of the results table.
 """
 
-from .base import METRICS, SIMILARITIES, Explain, MetricInputs, Summary, explain_batched, logits, predict
+from .base import (
+    METRICS,
+    SIMILARITIES,
+    Combined,
+    Explain,
+    Metric,
+    MetricInputs,
+    Summary,
+    Values,
+    explain_batched,
+    logits,
+    metric,
+    predict,
+)
 from .bootstrap import summary
 from .class_sensitivity import class_sensitivity
-from .cose import SPLITS, CosePairs, cose, cose_summary
+from .cose import SPLITS, CosePairs, cose, cose_values
 from .hog import hog, hog_cell_size, hog_similarity
 from .mass_accuracy import relevance_mass_accuracy
 from .normalise import abs_normalise, percentile, signed_normalise
@@ -37,17 +51,20 @@ __all__ = [
     "SIMILARITIES",
     "SPLITS",
     "TRANSFORMS",
+    "Combined",
     "CosePairs",
     "Explain",
+    "Metric",
     "MetricInputs",
     "PerturbationCurves",
     "RandomizationResult",
     "Summary",
+    "Values",
     "abs_normalise",
     "cascading_randomization",
     "class_sensitivity",
     "cose",
-    "cose_summary",
+    "cose_values",
     "data_randomization",
     "explain_batched",
     "hog",
@@ -55,6 +72,7 @@ __all__ = [
     "hog_similarity",
     "independent_randomization",
     "logits",
+    "metric",
     "model_blocks",
     "percentile",
     "pixel_perturbation",

@@ -1,10 +1,16 @@
-"""Shared pieces of the metrics: the registries, the inputs of a registered metric, shape checks
-and batched model calls that keep memory bounded by ``batch_size``."""
+"""Shared pieces of the metrics: the registries, the inputs and outputs of a registered metric, shape
+checks and batched model calls that keep memory bounded by ``batch_size``.
+
+A registered metric (:func:`metric`) declares what it needs from :class:`MetricInputs` and which samples
+it scores, and returns per-sample :class:`Values` (and :class:`Combined` statistics of them); the
+evaluate runner (salbench.evaluate) bootstraps them into rows of the results table (salbench.results).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +26,6 @@ Summary = dict[str, float]
 Similarity = Callable[[Tensor, Tensor], Tensor]
 """Similarity of two batches of maps, N×C×H×W (or N×H×W) each -> N."""
 
-METRICS: Registry[Callable[..., dict[str, Summary]]] = Registry("metric")
 SIMILARITIES: Registry[Similarity] = Registry("similarity")
 
 
@@ -55,6 +60,87 @@ class MetricInputs:
         for name in names:
             if getattr(self, name) is None:
                 raise ValueError(f"metric {metric!r} needs MetricInputs.{name}; pass it when building the inputs")
+
+
+NEEDS = ("maps", "masks", "explain", "random_label_model", "model_changes")
+"""What a metric may declare it needs beyond the model, images, labels and predictions."""
+SCORES = ("correct", "all")
+"""Which samples a metric scores: the correctly classified ones (the papers' GT metrics) or all."""
+
+
+@dataclass(frozen=True)
+class Values:
+    """Per-sample values of one quantity of a metric; the runner averages them with a bootstrap CI.
+
+    ``values`` V (NaN = undefined); ``sample`` V long: the sample each value belongs to (None: value i
+    is sample i), so that the runner keeps only the samples the metric scores. ``statistic``,
+    ``variant`` (settings added to the spec's), ``step`` and ``step_label`` place it in the results
+    table; ``metric`` overrides the row's metric name (e.g. ``perturbation_curve`` beside ``aopc``).
+    """
+
+    values: Tensor
+    statistic: str = "value"
+    variant: Mapping[str, str] = field(default_factory=dict)
+    step: float = math.nan
+    step_label: str = ""
+    metric: str | None = None
+    sample: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A statistic of the means of independent :class:`Values` (e.g. COSE = √(C·S)): ``combine`` maps
+    their means (float64 tensors of equal shape: point estimates or bootstrap replicates) to its value;
+    n and n_undefined add up over the parts, and it is undefined when any part has n = 0."""
+
+    parts: Sequence[Values]
+    combine: Callable[..., Tensor]
+    statistic: str
+    variant: Mapping[str, str] = field(default_factory=dict)
+
+
+Output = Values | Combined
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``fn(inputs, **params) -> [Values | Combined]`` with its declarations.
+
+    ``needs``: fields of :class:`MetricInputs` it cannot do without (checked before the call);
+    ``scores``: "correct" or "all" samples; ``variant_params``: params always named in the rows'
+    variant (e.g. the channel pooling of the localisation metrics).
+    """
+
+    name: str
+    fn: Callable[..., list[Output]]
+    needs: tuple[str, ...] = ()
+    scores: str = "all"
+    variant_params: tuple[str, ...] = ()
+
+    def __call__(self, inputs: MetricInputs, **params: object) -> list[Output]:
+        inputs.need(self.name, *self.needs)
+        return self.fn(inputs, **params)
+
+    def scored(self, inputs: MetricInputs) -> Tensor:
+        """N bool: the samples this metric scores."""
+        return inputs.correct if self.scores == "correct" else torch.ones_like(inputs.labels, dtype=torch.bool)
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def metric(
+    name: str, *, needs: Sequence[str] = (), scores: str = "all", variant_params: Sequence[str] = ()
+) -> Callable[[Callable[..., list[Output]]], Metric]:
+    """Register ``fn(inputs, **params) -> [Values | Combined]`` as metric ``name`` (see :class:`Metric`)."""
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown or scores not in SCORES:
+        raise ValueError(f"metric {name!r}: needs must be among {NEEDS} and scores one of {SCORES}")
+
+    def decorator(fn: Callable[..., list[Output]]) -> Metric:
+        return METRICS.register(name)(Metric(name, fn, tuple(needs), scores, tuple(variant_params)))
+
+    return decorator
 
 
 def as_maps(R: Tensor, name: str = "maps") -> Tensor:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .base import METRICS, Explain, MetricInputs, Summary, explain_batched, logits
-from .bootstrap import summary
+from .base import Explain, MetricInputs, Values, explain_batched, logits, metric
 from .rank import rank_correlation
 
 
@@ -18,9 +17,7 @@ def class_sensitivity(model: nn.Module, explain: Explain, images: Tensor, batch_
     return rank_correlation(highest.sum(1), lowest.sum(1))
 
 
-@METRICS.register("class_sensitivity")
-def class_sensitivity_metric(inputs: MetricInputs, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Summary]:
-    """Class sensitivity over all samples."""
-    inputs.need("class_sensitivity", "explain")
-    values = class_sensitivity(inputs.model, inputs.explain, inputs.images, inputs.batch_size)
-    return {"class_sensitivity": summary(values, n_boot=n_boot, seed=seed)}
+@metric("class_sensitivity", needs=("explain",), scores="all")
+def class_sensitivity_metric(inputs: MetricInputs) -> list[Values]:
+    """Class sensitivity per sample (all samples are scored)."""
+    return [Values(class_sensitivity(inputs.model, inputs.explain, inputs.images, inputs.batch_size))]

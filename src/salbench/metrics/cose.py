@@ -9,20 +9,20 @@ transformed all-ones image mapped back, eroded by a 5×5 window). Similarity is 
 uniform window and data range the larger value range of the two maps over the valid pixels.
 
 C = mean SSIM over the consistency pool, F = mean SSIM over the sensitivity pool, S = 1 - F,
-COSE = √(C·S) (a negative C counts as 0).
+COSE = √(C·S) (a negative C·S counts as 0). Nothing is clipped: SSIM lies in [-1, 1], so S lies in
+[0, 2] and exceeds 1 when the sensitivity pool's mean SSIM is negative (maps anti-correlated with the
+original's), and COSE can then exceed 1 as well (at most √2).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import METRICS, Explain, MetricInputs, Summary, batches, explain_batched, predict
-from .bootstrap import bootstrap_means, bootstrap_summary, finite_values
+from .base import Combined, Explain, MetricInputs, Values, batches, explain_batched, metric, predict
 from .pooling import pool_channels
 from .ssim import ssim_index
 from .transforms import GEOMETRIC, TRANSFORMS, Transform, sample_magnitudes
@@ -141,46 +141,37 @@ def _part(ssim: Tensor, consistent: Tensor, split: int, source: int, idx: Tensor
     )
 
 
-def cose_summary(pairs: CosePairs, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Summary]:
-    """Consistency C, sensitivity S and COSE per split and over all pairs ('all'), keyed 'split/stat'.
+def _cose(c: Tensor, s: Tensor) -> Tensor:
+    return (c * s).clamp(min=0).sqrt()
 
-    CIs resample the consistency and the sensitivity pool independently (percentile bootstrap);
-    ``n`` counts the pairs used (both pools for COSE). The model-change split has no consistency
-    pool, so its C and COSE are NaN.
-    """
-    out: dict[str, Summary] = {}
+
+def cose_values(pairs: CosePairs) -> list[Values | Combined]:
+    """Per-pair values of C (statistic ``C``: SSIM over the consistency pool), S (``S``: 1 - SSIM over
+    the sensitivity pool, so its mean is 1 - F) and the combined ``cose`` = √(C·S), per split and over
+    all pairs (variant ``split=...``). The model-change split has no consistency pool: its C and COSE
+    are undefined. S and COSE are not clipped: S > 1 when the sensitivity pool's mean SSIM is negative."""
+    out: list[Values | Combined] = []
     for split in (*SPLITS, "all"):
         in_split = torch.ones_like(pairs.consistent) if split == "all" else pairs.split == SPLITS.index(split)
-        c, c_undefined = finite_values(pairs.ssim, in_split & pairs.consistent)
-        f, f_undefined = finite_values(pairs.ssim, in_split & ~pairs.consistent)
-        generator = torch.Generator().manual_seed(seed)
-        c_boot = bootstrap_means(c, n_boot, generator) if len(c) else None
-        s_boot = 1 - bootstrap_means(f, n_boot, generator) if len(f) else None
-        c_mean = c.mean().item() if len(c) else math.nan
-        s_mean = 1 - f.mean().item() if len(f) else math.nan
-        out[f"{split}/consistency"] = bootstrap_summary(c_mean, c_boot, len(c), c_undefined, level)
-        out[f"{split}/sensitivity"] = bootstrap_summary(s_mean, s_boot, len(f), f_undefined, level)
-        both = c_boot is not None and s_boot is not None
-        cose_boot = (c_boot * s_boot).clamp(min=0).sqrt() if both else None
-        cose_mean = math.sqrt(max(c_mean * s_mean, 0)) if both else math.nan
-        out[f"{split}/cose"] = bootstrap_summary(
-            cose_mean, cose_boot, len(c) + len(f) if both else 0, c_undefined + f_undefined, level
-        )
+        variant = {"split": split}
+        pools = (in_split & pairs.consistent, in_split & ~pairs.consistent)
+        c = Values(pairs.ssim[pools[0]], "C", variant, sample=pairs.sample[pools[0]])
+        s = Values(1 - pairs.ssim[pools[1]], "S", variant, sample=pairs.sample[pools[1]])
+        out += [c, s, Combined((c, s), _cose, "cose", variant)]
     return out
 
 
-@METRICS.register("cose")
+@metric("cose", needs=("explain", "model_changes"), scores="correct")
 def cose_metric(
     inputs: MetricInputs,
     *,
     transforms: Sequence[str] | None = None,
     per_image: int = 2,
     pooling: str = "l1",
-    n_boot: int = 1000,
     seed: int = 0,
-) -> dict[str, Summary]:
-    """COSE's C, S and COSE per split (geometric, photometric, model_change, all), correctly classified samples only."""
-    inputs.need("cose", "explain")
+) -> list[Values | Combined]:
+    """COSE's C, S and COSE per split (geometric, photometric, model_change, all) from pairs of correctly
+    classified samples (see :func:`cose_values`)."""
     pairs = cose(
         inputs.model,
         inputs.explain,
@@ -193,4 +184,4 @@ def cose_metric(
         seed,
         inputs.batch_size,
     )
-    return cose_summary(pairs, n_boot=n_boot, seed=seed)
+    return cose_values(pairs)

@@ -7,8 +7,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
-from .bootstrap import summary
+from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric
 from .pooling import pool_non_negative
 
 
@@ -28,11 +27,7 @@ def relevance_mass_accuracy(R: Tensor, M: Tensor, pooling: str = "l2_sq") -> Ten
     return in_chunks(partial(_mass_accuracy, pooling=pooling), R, check_masks(M, R))
 
 
-@METRICS.register("mass_accuracy")
-def mass_accuracy_metric(
-    inputs: MetricInputs, *, pooling: str = "l2_sq", n_boot: int = 1000, seed: int = 0
-) -> dict[str, Summary]:
-    """Relevance mass accuracy over the correctly classified samples."""
-    inputs.need("mass_accuracy", "masks")
-    values = relevance_mass_accuracy(inputs.maps, inputs.masks, pooling)
-    return {"mass_accuracy": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}
+@metric("mass_accuracy", needs=("maps", "masks"), scores="correct", variant_params=("pooling",))
+def mass_accuracy_metric(inputs: MetricInputs, *, pooling: str = "l2_sq") -> list[Values]:
+    """Relevance mass accuracy per sample (the correctly classified ones are scored)."""
+    return [Values(relevance_mass_accuracy(inputs.maps, inputs.masks, pooling))]

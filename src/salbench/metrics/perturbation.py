@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import METRICS, MetricInputs, Summary, as_maps, batches, require_eval
-from .bootstrap import summary
+from .base import MetricInputs, Values, as_maps, batches, metric, require_eval
 from .pooling import pool_channels
 
 ORDERS = ("morf", "lerf")
@@ -118,37 +117,38 @@ def pixel_perturbation(
     return PerturbationCurves(fractions, curve, torch.stack(correct, 1), (curve[:, :1] - curve).mean(1))
 
 
-def _aopc_metric(order: str) -> Callable[..., dict[str, Summary]]:
-    def metric(
-        inputs: MetricInputs,
-        *,
-        steps: int = 21,
-        baseline: float | str = "mean",
-        patch: int = 1,
-        pooling: str = "sum_abs",
-        score: str = "probability",
-        n_boot: int = 1000,
-        seed: int = 0,
-    ) -> dict[str, Summary]:
-        curves = pixel_perturbation(
-            inputs.model,
-            inputs.images,
-            inputs.maps,
-            inputs.predictions,
-            order,
-            steps,
-            baseline,
-            patch,
-            pooling,
-            score,
-            seed,
-            inputs.batch_size,
-        )
-        return {f"aopc_{order}": summary(curves.aopc, inputs.correct, n_boot=n_boot, seed=seed)}
-
-    metric.__doc__ = f"AOPC of the {order.upper()} pixel-perturbation curve over the correctly classified samples."
-    return metric
-
-
-for _order in ORDERS:
-    METRICS.register(f"aopc_{_order}")(_aopc_metric(_order))
+@metric("aopc", needs=("maps",), scores="correct")
+def aopc_metric(
+    inputs: MetricInputs,
+    *,
+    order: str = "morf",
+    steps: int = 21,
+    baseline: float | str = "mean",
+    patch: int = 1,
+    pooling: str = "sum_abs",
+    score: str = "probability",
+    seed: int = 0,
+) -> list[Values]:
+    """AOPC per sample of the ``order`` curve (variant ``order=...``) and the curve itself: metric
+    ``perturbation_curve``, statistic ``score``, one step per fraction replaced. The maps explain the
+    predictions; the correctly classified samples are scored."""
+    curves = pixel_perturbation(
+        inputs.model,
+        inputs.images,
+        inputs.maps,
+        inputs.predictions,
+        order,
+        steps,
+        baseline,
+        patch,
+        pooling,
+        score,
+        seed,
+        inputs.batch_size,
+    )
+    variant = {"order": order}
+    curve = [
+        Values(curves.scores[:, k], "score", variant, round(fraction, 6), metric="perturbation_curve")
+        for k, fraction in enumerate(curves.fractions.tolist())
+    ]
+    return [Values(curves.aopc, variant=variant), *curve]

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
-from .bootstrap import summary
+from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric
 from .pooling import pool_channels
 
 
@@ -42,11 +41,7 @@ def pointing_game(R: Tensor, M: Tensor, tolerance: int = 0, pooling: str = "max_
     return in_chunks(partial(_pointing_game, tolerance=int(tolerance), pooling=pooling), R, check_masks(M, R))
 
 
-@METRICS.register("pointing_game")
-def pointing_game_metric(
-    inputs: MetricInputs, *, tolerance: int = 0, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0
-) -> dict[str, Summary]:
-    """Pointing-game hit rate over the correctly classified samples."""
-    inputs.need("pointing_game", "masks")
-    values = pointing_game(inputs.maps, inputs.masks, tolerance, pooling)
-    return {"pointing_game": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}
+@metric("pointing_game", needs=("maps", "masks"), scores="correct")
+def pointing_game_metric(inputs: MetricInputs, *, tolerance: int = 0, pooling: str = "max_norm") -> list[Values]:
+    """Pointing-game hit (1/0) per sample (the correctly classified ones are scored)."""
+    return [Values(pointing_game(inputs.maps, inputs.masks, tolerance, pooling))]

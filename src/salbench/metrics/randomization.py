@@ -15,8 +15,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import METRICS, SIMILARITIES, Explain, MetricInputs, Similarity, Summary, explain_batched, predict
-from .bootstrap import summary
+from .base import SIMILARITIES, Explain, MetricInputs, Similarity, Values, explain_batched, metric, predict
 
 DEFAULT_SIMILARITIES = ("spearman_abs", "spearman", "ssim", "hog")
 
@@ -165,45 +164,42 @@ def data_randomization(
     return {name: sim(reference, randomized_maps) for name, sim in _similarities(similarities).items()}
 
 
-def _per_step(result: RandomizationResult, n_boot: int, seed: int) -> dict[str, Summary]:
-    return {
-        f"{block}/{name}": summary(values[step], n_boot=n_boot, seed=seed)
-        for name, values in result.similarity.items()
-        for step, block in enumerate(result.blocks)
-    }
-
-
-def _model_randomization_metric(cascading: bool) -> Callable[..., dict[str, Summary]]:
+def _model_randomization_metric(cascading: bool) -> Callable[..., list[Values]]:
     test = cascading_randomization if cascading else independent_randomization
 
-    def metric(
+    def fn(
         inputs: MetricInputs,
         *,
         blocks: Sequence[str] | None = None,
         similarities: Sequence[str] = DEFAULT_SIMILARITIES,
-        n_boot: int = 1000,
         seed: int = 0,
-    ) -> dict[str, Summary]:
-        inputs.need(test.__name__, "explain")
+    ) -> list[Values]:
         result = test(
             inputs.model, inputs.explain, inputs.images, blocks, similarities, seed, inputs.batch_size, inputs.maps
         )
-        return _per_step(result, n_boot, seed)
+        return [
+            Values(values[step], name, step=step + 1, step_label=block)
+            for name, values in result.similarity.items()
+            for step, block in enumerate(result.blocks)
+        ]
 
-    metric.__doc__ = f"Similarity after each step of {test.__name__}, keyed 'block/similarity', over all samples."
-    return metric
+    fn.__doc__ = (
+        f"Similarity per sample (statistic: the similarity) after each step of {test.__name__} (step 1..B, "
+        "step_label: the block randomised at that step); all samples are scored."
+    )
+    return fn
 
 
-METRICS.register("cascading_randomization")(_model_randomization_metric(cascading=True))
-METRICS.register("independent_randomization")(_model_randomization_metric(cascading=False))
+metric("cascading_randomization", needs=("explain",), scores="all")(_model_randomization_metric(cascading=True))
+metric("independent_randomization", needs=("explain",), scores="all")(_model_randomization_metric(cascading=False))
 
 
-@METRICS.register("data_randomization")
+@metric("data_randomization", needs=("explain", "random_label_model"), scores="all")
 def data_randomization_metric(
-    inputs: MetricInputs, *, similarities: Sequence[str] = DEFAULT_SIMILARITIES, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Summary]:
-    """Similarity of the random-label model's maps with the model's maps, keyed by similarity, over all samples."""
-    inputs.need("data_randomization", "explain", "random_label_model")
+    inputs: MetricInputs, *, similarities: Sequence[str] = DEFAULT_SIMILARITIES
+) -> list[Values]:
+    """Similarity per sample of the random-label model's maps with the model's maps (statistic: the
+    similarity); all samples are scored."""
     values = data_randomization(
         inputs.model,
         inputs.random_label_model,
@@ -213,4 +209,4 @@ def data_randomization_metric(
         inputs.batch_size,
         inputs.maps,
     )
-    return {name: summary(v, n_boot=n_boot, seed=seed) for name, v in values.items()}
+    return [Values(v, name) for name, v in values.items()]

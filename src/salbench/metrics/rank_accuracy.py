@@ -7,8 +7,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
-from .bootstrap import summary
+from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric
 from .pooling import pool_channels
 
 
@@ -52,11 +51,7 @@ def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> 
     return in_chunks(partial(_rank_accuracy, pooling=pooling), R, check_masks(M, R))
 
 
-@METRICS.register("rank_accuracy")
-def rank_accuracy_metric(
-    inputs: MetricInputs, *, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0
-) -> dict[str, Summary]:
-    """Relevance rank accuracy over the correctly classified samples."""
-    inputs.need("rank_accuracy", "masks")
-    values = relevance_rank_accuracy(inputs.maps, inputs.masks, pooling)
-    return {"rank_accuracy": summary(values, inputs.correct, n_boot=n_boot, seed=seed)}
+@metric("rank_accuracy", needs=("maps", "masks"), scores="correct", variant_params=("pooling",))
+def rank_accuracy_metric(inputs: MetricInputs, *, pooling: str = "max_norm") -> list[Values]:
+    """Relevance rank accuracy per sample (the correctly classified ones are scored)."""
+    return [Values(relevance_rank_accuracy(inputs.maps, inputs.masks, pooling))]
