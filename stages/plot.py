@@ -1,7 +1,8 @@
-"""DVC stage `plot`: the papers' figures from the evaluate and permutation outputs, and the HTML report.
+"""DVC stage `plot`: the papers' figures from the results tables, and the HTML report.
 
-Reads data/metrics/evaluate/<task>/<model>.json, data/plots/evaluate/<task>/<model>/*.csv and
-data/evaluate/<task>/<model>/ for every task and model of `train`, and data/concepts/permutation/results.json.
+Reads the results tables data/results/<task>/<model>.csv (every number; schema: salbench.results) and the
+example arrays data/evaluate/<task>/<model>/ for every task of `attribute` and model of `train`, and
+data/concepts/permutation/results.json (DEPICT).
 Writes data/plots/figures/<figure>.png (the figures of `plot.figures`, see salbench.plots.FIGURES) and
 data/report/index.html (self-contained: figures embedded as base64 PNG, captions, tables with CIs and counts).
 """

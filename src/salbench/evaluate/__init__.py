@@ -3,7 +3,6 @@
 ``evaluate(models, test_set, entries, config) -> Report`` (rows of the results table and example arrays);
 the `evaluate` stage writes the table (data/results), headline metrics and the examples.
 """
-from .agreement import ranking_agreement
 from .config import EvalConfig, MetricSpec, parse_config
 from .headlines import HEADLINES, headlines
 from .suite import Entry, EvalData, Models, Report, evaluate, run_metric, summarise
@@ -19,7 +18,6 @@ __all__ = [
     "evaluate",
     "headlines",
     "parse_config",
-    "ranking_agreement",
     "run_metric",
     "summarise",
 ]

@@ -1,7 +1,8 @@
 """Figures of the papers' results (one module per figure, registered in ``FIGURES``) and the HTML report.
 
-Every figure is ``draw(inputs: Inputs) -> matplotlib Figure`` over the evaluate and permutation outputs;
-methods keep one colour in every figure (``Inputs.colors``).
+Every figure is ``draw(inputs: Inputs) -> matplotlib Figure`` over the results tables (salbench.results), the
+example arrays of the evaluate stage and the DEPICT results; methods keep one colour in every figure
+(``Inputs.colors``).
 """
 from . import (  # noqa: F401
                class_sensitivity,
@@ -17,8 +18,9 @@ from . import (  # noqa: F401
                sanity_checks,
                sanity_maps,
 )
-from .base import FIGURES, Figure, Inputs, Run, load_inputs, load_run, method_colors
+from .agreement import ranking_agreement
+from .base import FIGURES, Figure, Inputs, Run, load_inputs, method_colors
 from .report import png_bytes, render_report
 
-__all__ = ["FIGURES", "Figure", "Inputs", "Run", "load_inputs", "load_run", "method_colors", "png_bytes",
+__all__ = ["FIGURES", "Figure", "Inputs", "Run", "load_inputs", "method_colors", "png_bytes", "ranking_agreement",
            "render_report"]

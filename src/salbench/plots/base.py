@@ -1,7 +1,8 @@
-"""Inputs of the figures (the evaluate and permutation outputs), the figure registry and shared drawing helpers."""
+"""Inputs of the figures (the results table, example arrays, DEPICT results), the figure registry and shared
+drawing helpers. Figures read numbers only from the results table (salbench.results)."""
 from __future__ import annotations
 
-import csv
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,56 +10,75 @@ from typing import Any
 
 import numpy as np
 
-from ..io import load_shard, read_json, require
+from ..io import load_shard, read_json
 from ..registry import Registry
+from ..results import parse_variant, read_results, results_paths
 
 FAMILY_MARKERS = {"cnn": "o", "vit": "^"}
 
 
 @dataclass
 class Run:
-    """The evaluate outputs of one task × model: ``metrics`` (the JSON), CSV rows, example arrays, blocks."""
+    """One task × model: its rows of the results table and its example arrays (images, masks, labels,
+    predictions, ``map/<method>``, ``cascade/<method>``, ``layer/<group>/<step>``)."""
 
     task: str
     model: str
-    metrics: dict[str, Any]
-    perturbation: list[dict[str, Any]]
-    randomization: list[dict[str, Any]]
-    layers: list[dict[str, Any]]
+    family: str
+    table: Any  # pandas DataFrame
     examples: dict[str, np.ndarray]
-    blocks: list[str]
 
     @property
     def label(self) -> str:
         return f"{self.task} / {self.model}"
 
-    @property
-    def family(self) -> str:
-        return "vit" if "vit" in self.model.lower() or "deit" in self.model.lower() else "cnn"
+    def rows(self, metric: str, variant: str | None = "", statistic: str | None = "value",
+             method: str | None = None) -> Any:
+        """Rows of ``metric`` (None matches any variant / statistic / method), sorted by method and step."""
+        t = self.table[self.table["metric"] == metric]
+        for column, value in (("variant", variant), ("statistic", statistic), ("method", method)):
+            if value is not None:
+                t = t[t[column] == value]
+        return t.sort_values(["method", "step"], kind="stable")
 
-    def summary(self, method: str, key: str) -> dict[str, Any] | None:
-        return self.metrics.get("methods", {}).get(method, {}).get(key)
+    def ci(self, method: str, metric: str, variant: str = "", statistic: str = "value") -> tuple[float, float, float]:
+        """(mean, ci_low, ci_high) of a scalar row; NaNs when absent."""
+        t = self.rows(metric, variant, statistic, method)
+        t = t[t["step"].isna()]
+        if t.empty:
+            return math.nan, math.nan, math.nan
+        r = t.iloc[0]
+        return float(r["mean"]), float(r["ci_low"]), float(r["ci_high"])
 
-    def mean(self, method: str, key: str) -> float:
-        s = self.summary(method, key)
-        return np.nan if s is None or s.get("mean") is None else float(s["mean"])
+    def mean(self, method: str, metric: str, variant: str = "", statistic: str = "value") -> float:
+        return self.ci(method, metric, variant, statistic)[0]
 
 
 @dataclass
 class Inputs:
     """Everything the figures read; ``colors`` gives each method one colour in every figure."""
 
+    table: Any  # pandas DataFrame: every run's results rows
     runs: list[Run]
     depict: dict[str, Any] | None = None
     colors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
-        """Compared methods in the order of the first run that has them."""
-        seen: dict[str, None] = {}
-        for run in self.runs:
-            seen.update(dict.fromkeys(run.metrics.get("method_order") or run.metrics.get("methods", {})))
-        return list(seen)
+        """Methods of the table: saliency methods, then control maps, each in table (alphabetical) order."""
+        t = self.table[self.table["method"] != ""]
+        return [*dict.fromkeys(t.loc[t["role"] == "method", "method"]),
+                *dict.fromkeys(t.loc[t["role"] == "control", "method"])]
+
+    def methods_with(self, metric: str, variant: str | None = "", statistic: str | None = "value") -> list[str]:
+        """:attr:`methods` that have a row of ``metric`` (and variant / statistic unless None) in some run."""
+        have = {m for run in self.runs for m in run.rows(metric, variant, statistic)["method"]}
+        return [m for m in self.methods if m in have]
+
+    def variants(self, metric: str, keys: Sequence[str]) -> list[str]:
+        """The variants of ``metric``'s scalar rows whose settings are exactly ``keys``, in table order."""
+        t = self.table[(self.table["metric"] == metric) & self.table["step"].isna()]
+        return [v for v in dict.fromkeys(t["variant"]) if set(parse_variant(v)) == set(keys)]
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, Any]:
@@ -69,32 +89,21 @@ def method_colors(methods: Sequence[str]) -> dict[str, Any]:
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
-def _csv(path: Path) -> list[dict[str, Any]]:
-    def value(v: str) -> Any:
-        try:
-            return float(v) if v != "" else np.nan
-        except ValueError:
-            return v
-
-    with open(path, newline="") as f:
-        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def load_run(root: Path, task: str, model: str) -> Run:
-    """The evaluate outputs of ``task``/``model`` under ``root`` (data/); missing ones name the stage."""
-    stage = f"evaluate@{task}-{model}"
-    plots = root / "plots" / "evaluate" / task / model
-    out = root / "evaluate" / task / model
-    return Run(task, model, read_json(root / "metrics" / "evaluate" / task / f"{model}.json", stage),
-               *(_csv(require(plots / f"{name}.csv", stage)) for name in ("perturbation", "randomization", "layers")),
-               load_shard(out / "examples.safetensors", stage), read_json(out / "blocks.json", stage)["cascading"])
-
-
 def load_inputs(root: Path, tasks: Sequence[str], models: Sequence[str], depict: bool = True) -> Inputs:
-    """Runs for every task × model and the DEPICT results (data/concepts/permutation/results.json)."""
-    runs = [load_run(root, t, m) for t in tasks for m in models]
+    """The results tables data/results/<task>/<model>.csv and examples data/evaluate/<task>/<model>/ for
+    every task × model under ``root`` (data/), and the DEPICT results (data/concepts/permutation/results.json);
+    a missing one names the stage that writes it."""
+    import pandas as pd
+
+    tables = [read_results(p) for p in results_paths(root / "results", tasks, models)]
+    runs = []
+    for (task, model), t in zip(((t, m) for t in tasks for m in models), tables):
+        examples = load_shard(root / "evaluate" / task / model / "examples.safetensors", f"evaluate@{task}-{model}")
+        family = str(t["family"].iloc[0]) if len(t) else "cnn"
+        runs.append(Run(task, model, family, t, examples))
+    table = pd.concat(tables, ignore_index=True) if tables else read_results([])
     results = read_json(root / "concepts" / "permutation" / "results.json", "permutation") if depict else None
-    inputs = Inputs(runs, results)
+    inputs = Inputs(table, runs, results)
     inputs.colors = method_colors(inputs.methods)
     return inputs
 
@@ -161,7 +170,8 @@ def bars(ax: Any, groups: Sequence[str], series: dict[str, tuple[list[float], li
     ax.set_xticks(np.arange(len(groups)), groups, rotation=40, ha="right", fontsize=8)
 
 
-def ci(summary: dict[str, Any] | None) -> tuple[float, float, float]:
-    if summary is None:
-        return np.nan, np.nan, np.nan
-    return tuple(np.nan if summary.get(k) is None else float(summary[k]) for k in ("mean", "ci_low", "ci_high"))
+def ci_series(run: Run, methods: Sequence[str], metric: str, variant: str = "",
+              statistic: str = "value") -> tuple[list[float], list[float], list[float]]:
+    """(means, ci_lows, ci_highs) of a scalar metric over ``methods`` in one run, for :func:`bars`."""
+    values = [run.ci(m, metric, variant, statistic) for m in methods]
+    return tuple(list(v) for v in zip(*values)) if values else ([], [], [])  # type: ignore[return-value]

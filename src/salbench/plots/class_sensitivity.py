@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Inputs, bars, ci, figure, pyplot
+from .base import Inputs, bars, ci_series, figure, pyplot
 
 
 @figure("class_sensitivity", "Class sensitivity",
@@ -11,10 +11,9 @@ from .base import Inputs, bars, ci, figure, pyplot
         "(mean, 95% CI): lower is better — a map that does not change with the class explains nothing class-specific.")
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
-    methods = [m for m in inputs.methods if any(run.summary(m, "class_sensitivity") for run in inputs.runs)]
+    methods = inputs.methods_with("class_sensitivity")
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(methods) + 3), 3.6))
-    series = {run.label: tuple(map(list, zip(*[ci(run.summary(m, "class_sensitivity")) for m in methods])))
-              for run in inputs.runs} if methods else {}
+    series = {run.label: ci_series(run, methods, "class_sensitivity") for run in inputs.runs}
     bars(ax, methods, series, hatches={r.label: "//" if r.family == "vit" else None for r in inputs.runs})
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("Spearman (highest vs lowest class)")

@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
+from ..results import parse_variant
 from .base import Inputs, figure, pyplot
 
-POOLINGS = ("sum_abs", "sum_pos", "max_norm", "l1", "l2", "l2_sq")
 METRICS = ("mass_accuracy", "rank_accuracy")
 
 
@@ -17,20 +17,26 @@ METRICS = ("mass_accuracy", "rank_accuracy")
         "classified test images only; cell = mean (the tables below give CIs and counts).")
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
-    methods = inputs.methods
-    fig, axes = plt.subplots(len(METRICS), len(inputs.runs), figsize=(3.3 * len(inputs.runs) + 1.5, 0.32 * len(methods) * 2 + 2.8),
+    metrics = [m for m in METRICS if inputs.variants(m, ["pooling"])] or list(METRICS[:1])
+    methods = [m for m in inputs.methods if any(m in inputs.methods_with(k, None) for k in metrics)]
+    fig, axes = plt.subplots(len(metrics), len(inputs.runs),
+                             figsize=(3.3 * len(inputs.runs) + 1.5, 0.32 * len(methods) * len(metrics) + 2.8),
                              squeeze=False, layout="constrained")
-    for row, metric in enumerate(METRICS):
+    image = None
+    for row, metric in enumerate(metrics):
+        variants = inputs.variants(metric, ["pooling"])
+        poolings = [parse_variant(v)["pooling"] for v in variants]
         for ax, run in zip(axes[row], inputs.runs):
-            grid = np.array([[run.mean(m, f"{metric}/{p}") for p in POOLINGS] for m in methods])
+            grid = np.array([[run.mean(m, metric, v) for v in variants] for m in methods]).reshape(len(methods), -1)
             image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             for (i, j), v in np.ndenumerate(grid):
                 if np.isfinite(v):
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
-            bottom = row == len(METRICS) - 1
-            ax.set_xticks(range(len(POOLINGS)), POOLINGS if bottom else [""] * len(POOLINGS), rotation=45, ha="right",
-                          fontsize=7)
+            bottom = row == len(metrics) - 1
+            ax.set_xticks(range(len(poolings)), poolings if bottom else [""] * len(poolings), rotation=45,
+                          ha="right", fontsize=7)
             ax.set_yticks(range(len(methods)), methods if ax is axes[row, 0] else [""] * len(methods), fontsize=7)
             ax.set_title(f"{metric.replace('_', ' ')}\n{run.label}", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="accuracy")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="accuracy")
     return fig

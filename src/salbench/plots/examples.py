@@ -12,10 +12,11 @@ PER_RUN = 2  # example images per task × model
 
 @figure("examples", "Example maps",
         "Rows: test images per task / model (true → predicted class index); columns: the image, its GT mask and "
-        "each method's map (channels pooled by Σ|·|, scaled to the 99th percentile), explaining the predicted class.")
+        "each method's map (channels pooled by Σ|·|, scaled to the 99th percentile), explaining the class the "
+        "attribute stage explains (attribute.explain).")
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
-    methods = inputs.methods
+    methods = [m for m in inputs.methods if any(f"map/{m}" in run.examples for run in inputs.runs)]
     rows = [(run, i) for run in inputs.runs for i in range(min(PER_RUN, len(run.examples["labels"])))]
     fig, axes = plt.subplots(len(rows), len(methods) + 2, figsize=(1.1 * (len(methods) + 2), 1.2 * len(rows) + 0.4),
                              squeeze=False)

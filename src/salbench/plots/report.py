@@ -4,16 +4,23 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .agreement import ranking_agreement
 from .base import FIGURES, Inputs, Run
 
-KEY_METRICS = {
-    "mass_accuracy/l2_sq": "mass acc. (l2²)", "rank_accuracy/max_norm": "rank acc. (max)", "pointing_game": "pointing",
-    "aopc_morf": "AOPC MoRF ↑", "aopc_lerf": "AOPC LeRF ↓", "cose/all/cose": "COSE ↑",
-    "class_sensitivity": "class sens. ↓", "data_randomization/spearman_abs": "data rand. ↓",
-}
+KEY_COLUMNS = (  # (metric, variant, statistic, header); columns absent from the table are left out
+    ("mass_accuracy", "pooling=l2_sq", "value", "mass acc. (l2²) ↑"),
+    ("rank_accuracy", "pooling=max_norm", "value", "rank acc. (max) ↑"),
+    ("pointing_game", "", "value", "pointing ↑"),
+    ("aopc", "order=morf", "value", "AOPC MoRF ↑"),
+    ("aopc", "order=lerf", "value", "AOPC LeRF ↓"),
+    ("cose", "split=all", "cose", "COSE ↑"),
+    ("class_sensitivity", "", "value", "class sens. ↓"),
+    ("data_randomization", "", "spearman_abs", "data rand. ↓"),
+)
 
 
 def png_bytes(fig: Any, dpi: int) -> bytes:
@@ -22,12 +29,14 @@ def png_bytes(fig: Any, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def cell(summary: Mapping[str, Any] | None) -> str:
-    """"mean [ci_low, ci_high] n=N" (— when nothing was scored)."""
-    if not summary or summary.get("mean") is None:
-        return "—" if not summary else f"— n={summary.get('n', 0)}"
-    return (f"{summary['mean']:.3f} <small>[{summary['ci_low']:.3f}, {summary['ci_high']:.3f}] "
-            f"n={summary['n']}</small>")
+def cell(row: Mapping[str, Any] | None) -> str:
+    """"mean [ci_low, ci_high] n=N" of a results row (— when absent or nothing was scored)."""
+    if row is None:
+        return "—"
+    if math.isnan(row["mean"]):
+        return f"— n={int(row['n'])}"
+    return (f"{row['mean']:.3f} <small>[{row['ci_low']:.3f}, {row['ci_high']:.3f}] "
+            f"n={int(row['n'])}</small>")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -36,18 +45,26 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def metrics_table(run: Run) -> str:
-    methods = run.metrics.get("methods", {})
-    order = run.metrics.get("method_order") or list(methods)
-    rows = [[html.escape(m)] + [cell(methods[m].get(k)) for k in KEY_METRICS] for m in order]
-    return table(["method", *KEY_METRICS.values()], rows)
+def metrics_table(run: Run, methods: Sequence[str]) -> str:
+    """Key scalar metrics per method (rows) of one run, with CIs and counts; controls marked."""
+    t = run.table[run.table["step"].isna()]
+    columns = [c for c in KEY_COLUMNS if ((t["metric"] == c[0]) & (t["variant"] == c[1])).any()]
+    index = {(r["method"], r["metric"], r["variant"], r["statistic"]): r for r in t.to_dict("records")}
+    roles = dict(zip(t["method"], t["role"]))
+    rows = [[html.escape(m) + (" <small>(control)</small>" if roles.get(m) == "control" else "")]
+            + [cell(index.get((m, metric, v, stat))) for metric, v, stat, _ in columns]
+            for m in methods if m in roles]
+    return table(["method", *(c[3] for c in columns)], rows)
 
 
 def agreement_table(run: Run) -> str:
-    agreement = run.metrics.get("agreement", {})
-    gt_keys = list(dict.fromkeys(k for v in agreement.values() for k in v))
-    rows = [[html.escape(g)] + [_rho(agreement[a].get(g)) for a in agreement] for g in gt_keys]
-    return table(["GT metric", *[f"Spearman vs {a}" for a in agreement]], rows)
+    """Spearman correlation between the AOPC ranking of the methods and each GT metric's ranking."""
+    rows = ranking_agreement(run.table)
+    orders = list(dict.fromkeys(r["aopc"] for r in rows))
+    gt = list(dict.fromkeys((r["metric"], r["variant"]) for r in rows))
+    index = {(r["aopc"], r["metric"], r["variant"]): r for r in rows}
+    body = [[html.escape(f"{m} {v}".strip())] + [_rho(index.get((o, m, v))) for o in orders] for m, v in gt]
+    return table(["GT metric", *[f"Spearman vs AOPC {o}" for o in orders]], body)
 
 
 def _rho(entry: Mapping[str, Any] | None) -> str:
@@ -82,7 +99,9 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes]) -> str:
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>salbench report</title>",
              f"<style>{CSS}</style></head><body><h1>salbench: can these saliency maps be trusted?</h1>",
              ("<p>Means with 95% percentile-bootstrap confidence intervals and the number of scored samples "
-              "(n); GT metrics and AOPC score correctly classified test images only.</p>")]
+              "(n); GT metrics, AOPC and COSE score correctly classified test images only. Every number comes from "
+              "the results tables data/results/&lt;task&gt;/&lt;model&gt;.csv. COSE's S = 1 − mean SSIM is not "
+              "clipped: it exceeds 1 (and COSE can too) when that mean SSIM is negative.</p>")]
     for name, data in pngs.items():
         fig = FIGURES.get(name)
         src = base64.b64encode(data).decode()
@@ -90,11 +109,12 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes]) -> str:
                      f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
     parts.append("<h2>Key numbers per task and model</h2>")
     for run in inputs.runs:
-        acc = run.metrics.get("accuracy")
-        parts.append(f"<h3>{html.escape(run.label)}</h3><p>test accuracy "
-                     f"{'—' if acc is None else f'{acc:.3f}'} on {run.metrics.get('n_test', '?')} images</p>")
-        parts.append(metrics_table(run))
-        parts.append("<p>Agreement of the method rankings by AOPC with those by the GT metrics:</p>")
+        acc = run.table[run.table["metric"] == "accuracy"]
+        text = "—" if acc.empty else f"{acc['mean'].iloc[0]:.3f} on {int(acc['n'].iloc[0])} images"
+        parts.append(f"<h3>{html.escape(run.label)}</h3><p>test accuracy {text}</p>")
+        parts.append(metrics_table(run, inputs.methods))
+        parts.append("<p>Agreement of the method rankings by AOPC with those by the GT metrics (saliency methods "
+                     "only; AOPC LeRF counted lower-is-better):</p>")
         parts.append(agreement_table(run))
     if inputs.depict is not None:
         parts.append("<h2>DEPICT rankings</h2>" + depict_table(inputs.depict))

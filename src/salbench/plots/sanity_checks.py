@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .base import Inputs, figure, pyplot, short_block
 
 SIMILARITY = "spearman_abs"
+MODES = {"cascading_randomization": "-", "independent_randomization": "--"}
 
 
 @figure("sanity_checks", "Sanity checks: model parameter randomisation",
@@ -18,16 +17,16 @@ def draw(inputs: Inputs) -> Any:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(inputs.runs), figsize=(4.2 * len(inputs.runs), 3.6), squeeze=False, sharey=True)
     for ax, run in zip(axes[0], inputs.runs):
-        for (method, mode), style in ((k, s) for k in sorted({(r["method"], r["mode"]) for r in run.randomization})
-                                      for s in [{"cascading": "-", "independent": "--"}.get(k[1])] if s):
-            rows = sorted((r for r in run.randomization if r["method"] == method and r["mode"] == mode
-                           and r["similarity"] == SIMILARITY), key=lambda r: r["step"])
-            x = np.array([r["step"] for r in rows])
-            ax.plot(x, [r["value"] for r in rows], style, marker=".", color=inputs.colors.get(method),
-                    label=method if mode == "cascading" else None)
-            ax.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], alpha=0.1,
-                            color=inputs.colors.get(method))
-        ax.set_xticks(range(1, len(run.blocks) + 1), [short_block(b) for b in run.blocks], rotation=40, ha="right",
+        labels: dict[float, str] = {}
+        for metric, style in MODES.items():
+            rows = run.rows(metric, None, SIMILARITY)
+            labels.update(zip(rows["step"], rows["step_label"]))
+            for method in (m for m in inputs.methods if m in set(rows["method"])):
+                r = rows[rows["method"] == method]
+                ax.plot(r["step"], r["mean"], style, marker=".", color=inputs.colors.get(method),
+                        label=method if style == "-" else None)
+                ax.fill_between(r["step"], r["ci_low"], r["ci_high"], alpha=0.1, color=inputs.colors.get(method))
+        ax.set_xticks(sorted(labels), [short_block(labels[s]) for s in sorted(labels)], rotation=40, ha="right",
                       fontsize=8)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(run.label, fontsize=9)

@@ -11,14 +11,20 @@ from .base import Inputs, figure, pyplot, short_block, show_map
         "randomising each further block (output → input), each explaining that model's own prediction.")
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
-    rows = [(run, key.removeprefix("cascade/")) for run in inputs.runs for key in run.examples if key.startswith("cascade/")]
-    steps = max((len(run.blocks) + 1 for run in inputs.runs), default=1)
-    fig, axes = plt.subplots(len(rows), steps, figsize=(1.1 * steps + 0.8, 1.15 * len(rows) + 0.4), squeeze=False)
+    rows, blocks = [], {}
+    for run in inputs.runs:
+        steps = run.rows("cascading_randomization", None, None).drop_duplicates("step").sort_values("step")
+        blocks[run.label] = list(steps["step_label"])
+        rows += [(run, m) for m in inputs.methods if f"cascade/{m}" in run.examples]
+    cols = max((len(b) + 1 for b in blocks.values()), default=1)
+    fig, axes = plt.subplots(max(len(rows), 1), cols, figsize=(1.1 * cols + 0.8, 1.15 * len(rows) + 0.4),
+                             squeeze=False)
     for r, (run, method) in enumerate(rows):
-        maps = run.examples[f"cascade/{method}"][0]
-        for c in range(steps):
+        maps, names = run.examples[f"cascade/{method}"][0], blocks[run.label]
+        for c in range(cols):
             if c < len(maps):
-                title = ("trained" if c == 0 else short_block(run.blocks[c - 1])) if r == 0 or rows[r - 1][0] is not run else None
+                first = r == 0 or rows[r - 1][0] is not run
+                title = ("trained" if c == 0 else short_block(names[c - 1]) if c - 1 < len(names) else "") if first else None
                 show_map(axes[r, c], maps[c], title=title)
             else:
                 axes[r, c].axis("off")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
-from ..metrics import rank_correlation
 from ..results import parse_variant
 
 # AOPC order -> sign that makes larger better: MoRF drops fast for a good map, LeRF stays flat.
@@ -34,8 +31,10 @@ def ranking_agreement(table: Any) -> list[dict[str, Any]]:
                      if m in a and math.isfinite(a[m]) and math.isfinite(v)]
             rho = None
             if len(pairs) >= 3:
-                x, y = torch.tensor(pairs, dtype=torch.float64).T
-                value = rank_correlation(x[None], y[None]).item()
+                import pandas as pd
+
+                x, y = (pd.Series(v, dtype="float64").rank() for v in zip(*pairs))
+                value = float(x.corr(y))  # Spearman: Pearson correlation of the (average) ranks
                 rho = None if math.isnan(value) else round(value, 6)
             out.append({"aopc": aopc_variant.removeprefix("order="), "metric": metric, "variant": variant,
                         "spearman": rho, "n_methods": len(pairs)})
