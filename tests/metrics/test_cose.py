@@ -11,7 +11,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageFilter
 
-from salbench.metrics import SPLITS, TRANSFORMS, CosePairs, cose, cose_summary
+from salbench.evaluate import summarise
+from salbench.metrics import SPLITS, TRANSFORMS, CosePairs, cose, cose_values
 from salbench.metrics.cose import cose_ssim, erode, valid_mask
 from salbench.metrics.transforms import GEOMETRIC, N_BINS, sample_magnitudes
 
@@ -134,9 +135,9 @@ def test_model_ignoring_the_input_and_maps_following_the_image() -> None:
     assert (pairs.ssim[~geometric] < 1).all()
     summary = cose_summary(pairs, n_boot=50)
     assert (
-        summary["geometric/consistency"]["mean"] == pytest.approx(1.0) and summary["geometric/consistency"]["n"] == 30
+        summary["geometric/C"]["mean"] == pytest.approx(1.0) and summary["geometric/C"]["n"] == 30
     )
-    assert summary["geometric/sensitivity"]["n"] == 0 and math.isnan(summary["geometric/cose"]["mean"])
+    assert summary["geometric/S"]["n"] == 0 and math.isnan(summary["geometric/cose"]["mean"])
 
 
 def test_pools_follow_the_prediction() -> None:
@@ -156,6 +157,12 @@ def test_pools_follow_the_prediction() -> None:
     )  # same maps under the other model
 
 
+def cose_summary(pairs: CosePairs, n_boot: int) -> dict:
+    """{'split/statistic': summary} of the runner over every pair (the pairs are already the scored ones)."""
+    scored = torch.ones(int(pairs.sample.max()) + 1 if len(pairs.sample) else 0, dtype=torch.bool)
+    return {f"{o.variant['split']}/{o.statistic}": summarise(o, scored, n_boot, 0) for o in cose_values(pairs)}
+
+
 def test_cose_summary_arithmetic() -> None:
     ssim = torch.tensor([0.9, 0.7, 0.2, 0.4, 0.5, float("nan")], dtype=torch.float64)
     pairs = CosePairs(
@@ -168,12 +175,12 @@ def test_cose_summary_arithmetic() -> None:
         magnitude=torch.zeros(6, dtype=torch.float64),
     )
     out = cose_summary(pairs, n_boot=200)
-    assert out["geometric/consistency"]["mean"] == pytest.approx(0.8)
-    assert out["geometric/sensitivity"]["mean"] == pytest.approx(0.8)
+    assert out["geometric/C"]["mean"] == pytest.approx(0.8)
+    assert out["geometric/S"]["mean"] == pytest.approx(0.8)
     assert out["geometric/cose"]["mean"] == pytest.approx(0.8) and out["geometric/cose"]["n"] == 3
-    assert out["all/sensitivity"]["mean"] == pytest.approx(1 - (0.2 + 0.4 + 0.5) / 3)
-    assert out["all/sensitivity"]["n_undefined"] == 1
-    assert out["model_change/sensitivity"]["mean"] == pytest.approx(0.5) and math.isnan(
+    assert out["all/S"]["mean"] == pytest.approx(1 - (0.2 + 0.4 + 0.5) / 3)
+    assert out["all/S"]["n_undefined"] == 1
+    assert out["model_change/S"]["mean"] == pytest.approx(0.5) and math.isnan(
         out["model_change/cose"]["mean"]
     )
     assert out["all/cose"]["ci_low"] <= out["all/cose"]["mean"] <= out["all/cose"]["ci_high"]
@@ -194,3 +201,19 @@ def test_seeded_and_only_correct_samples(rng: torch.Generator) -> None:
 def test_images_must_be_in_unit_range() -> None:
     with pytest.raises(ValueError, match="images in \\[0, 1\\]"):
         cose(ConstantClass(0), image_map, torch.full((1, 3, 8, 8), 2.0), torch.zeros(1, dtype=torch.long))
+
+
+def test_s_and_cose_are_not_clipped_when_ssim_is_negative() -> None:
+    """S = 1 - F lies in [0, 2]: anti-correlated maps in the sensitivity pool give S > 1 and COSE may exceed 1."""
+    pairs = CosePairs(
+        ssim=torch.tensor([0.9, 0.9, -0.5, -0.5], dtype=torch.float64),
+        consistent=torch.tensor([True, True, False, False]),
+        split=torch.zeros(4, dtype=torch.long),
+        source=torch.zeros(4, dtype=torch.long),
+        sources=["t"],
+        sample=torch.arange(4),
+        magnitude=torch.zeros(4, dtype=torch.float64),
+    )
+    out = cose_summary(pairs, n_boot=20)
+    assert out["all/S"]["mean"] == pytest.approx(1.5)
+    assert out["all/cose"]["mean"] == pytest.approx(math.sqrt(0.9 * 1.5)) and out["all/cose"]["mean"] > 1
