@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from helpers import TINY_PIPELINE as TINY, run
+from salbench.results import read_results
 
 @pytest.mark.slow
 def test_dvc_repro_whole_pipeline_on_tiny_params(pipeline_copy) -> None:
@@ -26,5 +27,11 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(pipeline_copy) -> None:
     assert metrics, "dvc metrics show found no metrics"
     for model in TINY["train"]["models"]:
         ev = json.loads((repo / f"data/metrics/evaluate/unique-query/{model}.json").read_text())
-        assert "gradient" in json.dumps(ev)
+        assert {"accuracy", "n_test", "mass_accuracy"} <= set(ev) and len(json.dumps(ev)) < 1000  # headlines only
+        table = read_results(repo / f"data/results/unique-query/{model}.csv")
+        assert {"accuracy", "mass_accuracy", "aopc", "perturbation_curve", "cose"} <= set(table["metric"])
+        assert set(table.loc[table["method"] == "random", "role"]) == {"control"}
+    assert not (repo / "data/plots/evaluate").exists()  # the per-figure CSVs are gone
+    plots = run(dvc + ["plots", "show", "--json"], repo).stdout
+    assert "data/results/unique-query/" in plots
     assert (repo / "data/metrics/depict.json").exists()

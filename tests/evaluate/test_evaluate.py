@@ -240,3 +240,22 @@ def test_flat_perturbation_flags_curves_that_ignore_the_maps() -> None:
     informative = {**flat, ("gradcam", "lerf"): [0.89, 0.80, 0.15625]}
     assert not flat_perturbation(rows(informative))
     assert not flat_perturbation(rows({("gradient", "morf"): [0.9, 0.1, 0.1]}))  # one curve: nothing to compare
+
+
+def test_an_entry_with_its_own_explain_loads_the_maps_the_stage_keyed(tmp_path):
+    """attribute.methods.<entry>.explain: the attribute stage keys such an entry's maps by the classes it explains
+    (here the true labels), not by the stage's predicted classes; evaluate must find them."""
+    from salbench.attribution.cache import save_maps
+
+    s = write_setup(tmp_path, "cnn")
+    models = load_models(s["model_dir"], torch.device("cpu"), "train@t-m")
+    labels = torch.from_numpy(s["split"]["label"])
+    spec = {"method": "gradient", "explain": "true"}
+    maps = torch.rand(len(labels), 3, 32, 32)
+    save_maps(tmp_path / "maps" / "gradient_true", maps, labels, model_hash=model_hash(s["model_dir"]),
+              method="gradient_true", params=spec, layer=None, seed=0)
+    entries = load_entries({"gradient_true": spec}, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]),
+                           s["x"], labels, s["predicted"], 0, "attribute@t-m")
+    loaded, targets = entries["gradient_true"].load()
+    assert torch.equal(targets, labels) and not torch.equal(labels, s["predicted"])
+    torch.testing.assert_close(loaded, maps)
