@@ -30,7 +30,8 @@ def test_columns_dtypes_and_round_trip(tmp_path):
         assert (pd.api.types.is_string_dtype(dtype) if kind is str else pd.api.types.is_float_dtype(dtype)
                 if kind is float else pd.api.types.is_integer_dtype(dtype)), column
     acc = table[table["metric"] == "accuracy"].iloc[0]
-    assert (acc["method"], acc["role"], acc["variant"], acc["statistic"], acc["step_label"]) == ("", "", "", "value", "")
+    strings = ("method", "role", "variant", "statistic", "step_label")
+    assert [acc[c] for c in strings] == ["", "", "", "value", ""]
     assert math.isnan(acc["step"]) and acc["mean"] == 0.875 and acc["n"] == 8  # '' stays '', NaN only in floats
 
 

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import SalbenchError
 from .io import atomic_file
 
@@ -154,9 +152,3 @@ def empty_results():
 def results_paths(root: str | Path, tasks: Sequence[str], models: Sequence[str]) -> list[Path]:
     """``root/<task>/<model>.csv`` for every task × model (root: data/results)."""
     return [Path(root) / task / f"{model}.csv" for task in tasks for model in models]
-
-
-def finite(value: Any) -> float | None:
-    """A float, or None for NaN (JSON)."""
-    v = float(value)
-    return None if np.isnan(v) else v

@@ -23,9 +23,8 @@ def draw(inputs: Inputs) -> Any:
         maps, names = run.examples[f"cascade/{method}"][0], blocks[run.label]
         for c in range(cols):
             if c < len(maps):
-                first = r == 0 or rows[r - 1][0] is not run
-                title = ("trained" if c == 0 else short_block(names[c - 1]) if c - 1 < len(names) else "") if first else None
-                show_map(axes[r, c], maps[c], title=title)
+                title = "trained" if c == 0 else short_block(names[c - 1]) if c - 1 < len(names) else ""
+                show_map(axes[r, c], maps[c], title=title if r == 0 or rows[r - 1][0] is not run else None)
             else:
                 axes[r, c].axis("off")
         axes[r, 0].set_ylabel(f"{run.model}\n{run.task}\n{method}", fontsize=6, color=inputs.colors.get(method))
