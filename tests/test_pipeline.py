@@ -27,7 +27,8 @@ def test_dvc_repro_whole_pipeline_on_tiny_params(pipeline_copy) -> None:
     assert metrics, "dvc metrics show found no metrics"
     for model in TINY["train"]["models"]:
         ev = json.loads((repo / f"data/metrics/evaluate/unique-query/{model}.json").read_text())
-        assert {"accuracy", "n_test", "mass_accuracy"} <= set(ev) and len(json.dumps(ev)) < 1000  # headlines only
+        # headlines only (a method-family headline is left out when, as here after one epoch, nothing was scored)
+        assert {"accuracy", "n_test"} <= set(ev) and len(json.dumps(ev)) < 1000
         table = read_results(repo / f"data/results/unique-query/{model}.csv")
         assert {"accuracy", "mass_accuracy", "aopc", "perturbation_curve", "cose"} <= set(table["metric"])
         assert set(table.loc[table["method"] == "random", "role"]) == {"control"}
