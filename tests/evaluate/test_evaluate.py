@@ -23,6 +23,7 @@ from salbench.evaluate import (
 )
 from salbench.evaluate.artifacts import load_entries, load_models, model_hash
 from salbench.evaluate.suite import flat_perturbation
+from salbench.io import StaleArtifactError
 from salbench.metrics import METRICS, MetricInputs
 from salbench.params import ParamsError
 from salbench.registry import UnknownNameError
@@ -171,10 +172,9 @@ def test_stale_maps_name_the_attribute_stage(tmp_path):
     s = write_setup(tmp_path, "cnn")
     models = load_models(s["model_dir"], torch.device("cpu"), "train@t-m")
     other_targets = (s["predicted"] + 1) % 3  # maps were cached for other targets
-    entries = load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]), other_targets,
-                           0, "attribute@t-m")
-    with pytest.raises(ParamsError, match=r"dvc repro attribute@t-m"):
-        entries["gradient"].load()
+    with pytest.raises(StaleArtifactError, match=r"explained targets changed.*dvc repro attribute@t-m"):
+        load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]), other_targets,
+                     0, "attribute@t-m")
 
 
 def test_flat_perturbation_flags_curves_that_ignore_the_maps() -> None:
