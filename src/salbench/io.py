@@ -191,10 +191,15 @@ def require(path: str | Path, stage: str | None = None) -> Path:
     return path
 
 
-def _table_digest(table: Mapping[str, Any], data: bytes | memoryview) -> str:
-    """sha256 of a shard's tensor table (names, dtypes, shapes, offsets) and its data bytes."""
+def _table_hash(table: Mapping[str, Any]) -> Any:
+    """A sha256 object fed with a shard's tensor table (names, dtypes, shapes, offsets); its data follows."""
     info = {k: v for k, v in table.items() if k != "__metadata__"}
-    h = hashlib.sha256(json.dumps(info, sort_keys=True, separators=(",", ":")).encode())
+    return hashlib.sha256(json.dumps(info, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _table_digest(table: Mapping[str, Any], data: bytes | memoryview) -> str:
+    """sha256 of a shard's tensor table and its data bytes."""
+    h = _table_hash(table)
     h.update(data)
     return h.hexdigest()
 
@@ -237,17 +242,25 @@ def _checked_header(path: Path, head: bytes, size: int, stage: str | None) -> tu
     return n, table, stored
 
 
-def check_shard(path: str | Path, stage: str | None = None) -> str:
-    """The checksum a shard's header records, after a cheap up-front check that reads only the header: it
-    exists, parses and matches the file size (truncation, header damage; :func:`read_safetensors` checks
-    the bytes too)."""
+def check_shard(path: str | Path, stage: str | None = None, checksum: str | None = None) -> str:
+    """Verify a shard without keeping it in memory: it exists, its header parses and matches the file size,
+    its bytes match the checksum in its header (one streaming hash pass) and that one equals ``checksum``
+    if given (a manifest's record). Returns the checksum; a damaged shard raises naming ``stage``."""
     path = require(path, stage)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) == 8:
             head += f.read(min(int.from_bytes(head, "little"), size))
-    return _checked_header(path, head, size, stage)[2]
+        n, table, stored = _checked_header(path, head, size, stage)
+        if checksum is not None and stored != checksum:
+            raise corrupt(path, "its checksum differs from the one the manifest recorded", stage)
+        h = _table_hash(table)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != stored:
+        raise corrupt(path, "its bytes do not match the sha256 in its header", stage)
+    return stored
 
 
 def read_safetensors(path: str | Path, stage: str | None = None, checksum: str | None = None) -> bytes:

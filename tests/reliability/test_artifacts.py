@@ -53,6 +53,11 @@ def _maps(root: Path) -> tuple[Callable[[], Any], Path, str]:
     return lambda: load_maps(d), d / "maps-00001.safetensors", f"attribute@{TASK}-{MODEL}"
 
 
+def _maps_up_front(root: Path) -> tuple[Callable[[], Any], Path, str]:  # evaluate's check before any work
+    _, shard, stage = _maps(root)
+    return lambda: check_maps(shard.parent, targets=torch.arange(5), **ARGS), shard, stage
+
+
 def _split(root: Path) -> tuple[Callable[[], Any], Path, str]:
     d = root / "render" / TASK
     save_shard(d / "test.safetensors", fake_split())
@@ -96,7 +101,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-@pytest.mark.parametrize("artifact", [_maps, _split, _checkpoint, _examples])
+@pytest.mark.parametrize("artifact", [_maps, _maps_up_front, _split, _checkpoint, _examples])
 def test_damaged_shards_name_the_file_and_the_stage(tmp_path: Path, artifact, damage: str) -> None:
     read, shard, stage = artifact(tmp_path)
     read()  # intact: reads
@@ -137,7 +142,7 @@ def test_map_manifests_record_each_shard_checksum_and_readers_compare(tmp_path: 
         check_maps(d, targets=torch.arange(5), **ARGS)
 
 
-def test_check_maps_finds_damage_and_staleness_without_reading_the_maps(tmp_path: Path) -> None:
+def test_check_maps_finds_staleness_and_damage_up_front(tmp_path: Path) -> None:
     read, shard, stage = _maps(tmp_path)
     d = shard.parent
     assert check_maps(d, targets=torch.arange(5), **ARGS) == read_manifest(d)["key"]
@@ -145,6 +150,9 @@ def test_check_maps_finds_damage_and_staleness_without_reading_the_maps(tmp_path
         check_maps(d, targets=torch.arange(5), **{**ARGS, "params": {"steps": 16}})
     with pytest.raises(StaleArtifactError, match="the checkpoint changed; the explained targets changed"):
         check_maps(d, targets=torch.arange(5).flip(0), **{**ARGS, "model_hash": "new"})
+    DAMAGE["flipped data bytes"](shard)
+    with pytest.raises(CorruptArtifactError, match=f"do not match the sha256.*dvc repro -f {stage}"):
+        check_maps(d, targets=torch.arange(5), **ARGS)
     DAMAGE["truncated data"](shard)
     with pytest.raises(CorruptArtifactError, match=f"truncated.*dvc repro -f {stage}"):
         check_maps(d, targets=torch.arange(5), **ARGS)
@@ -219,8 +227,10 @@ def write_evaluate_inputs(root: Path, params: dict[str, Any]) -> None:
                       params=entry or {}, layer=layer, seed=attribute["seed"])
 
 
-def test_stale_maps_stop_evaluate_within_seconds(tmp_path: Path) -> None:
-    """The issue's case: `integrated_gradients.steps` changed without re-running attribute."""
+@pytest.mark.parametrize("case", ["stale", "flipped"])
+def test_stale_or_damaged_maps_stop_evaluate_within_seconds(tmp_path: Path, case: str) -> None:
+    """The issue's cases: `integrated_gradients.steps` changed without re-running attribute, and 64 flipped
+    bytes in a gradcam shard (size and mtime kept)."""
     from salbench.evaluate.artifacts import load_entries, load_models, model_hash
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -231,19 +241,22 @@ def test_stale_maps_stop_evaluate_within_seconds(tmp_path: Path) -> None:
                              torch.from_numpy(split["label"]))
     entries = load_entries(params["attribute"]["methods"], "cnn", tmp_path / "maps", models.model,
                            model_hash(tmp_path / "models" / TASK / MODEL), targets, 0, "attribute@x")
-    assert "integrated_gradients" in entries  # the fabricated maps are fresh for the unchanged params
+    assert {"integrated_gradients", "gradcam"} <= set(entries)  # the fabricated maps are fresh and whole
 
-    params["attribute"]["methods"]["integrated_gradients"]["steps"] += 8
+    if case == "stale":
+        params["attribute"]["methods"]["integrated_gradients"]["steps"] += 8
+        expected = ["'steps': 8} -> {'steps': 16}", "integrated_gradients", f"`dvc repro attribute@{TASK}-{MODEL}`"]
+    else:
+        DAMAGE["flipped data bytes"](tmp_path / "maps" / "gradcam" / "maps-00000.safetensors")
+        expected = ["gradcam/maps-00000.safetensors", f"`dvc repro -f attribute@{TASK}-{MODEL}`"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     outputs = [tmp_path / name for name in ("metrics.json", "plots", "out")]
     t0 = time.perf_counter()
     proc = _stage("evaluate.py", tmp_path, "--maps", str(tmp_path / "maps"), "--metrics", str(outputs[0]),
                   "--plots", str(outputs[1]), "--out", str(outputs[2]))
     elapsed = time.perf_counter() - t0
-    assert proc.returncode == 2, proc.stderr
-    assert f"`dvc repro attribute@{TASK}-{MODEL}`" in proc.stderr and "integrated_gradients" in proc.stderr
-    assert "'steps': 8} -> {'steps': 16}" in proc.stderr and "Traceback" not in proc.stderr
-    assert not any(p.exists() for p in outputs)
+    assert proc.returncode == 2 and all(e in proc.stderr for e in expected), proc.stderr
+    assert "Traceback" not in proc.stderr and not any(p.exists() for p in outputs)
     assert elapsed < 60, elapsed  # python + torch start-up and one forward pass; no metric work
 
 

@@ -24,7 +24,7 @@ from salbench.metrics import (
     summary,
 )
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
 KINDS = ("random", "constant", "zeros", "ties", "nonfinite")
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..io import (
     CorruptArtifactError, MissingArtifactError, StaleArtifactError, atomic_dir, check_shard, corrupt, load_shard,
-    params_hash, provenance, read_json, read_safetensors, save_shard, write_json,
+    params_hash, provenance, read_json, save_shard, write_json,
 )
 
 STAGE = "attribute"
@@ -94,9 +94,9 @@ def _shards(map_dir: Path, manifest: Mapping[str, Any], stage: str) -> list[tupl
 
 def check_maps(map_dir: str | Path, *, model_hash: str, method: str, params: Mapping[str, Any],
                layer: str | None, targets: Tensor | np.ndarray, seed: int | None, stage: str | None = None) -> str:
-    """Up-front check of a map directory without reading the maps: manifest present, made for these inputs
-    (else the error says which input changed), every shard present, whole and as the manifest recorded.
-    Returns the cache key."""
+    """Up-front check of a map directory: manifest present, made for these inputs (else the error says which
+    input changed), every shard present, whole and as the manifest recorded (one streaming hash pass, no
+    maps kept in memory). Returns the cache key."""
     map_dir, stage = Path(map_dir), stage or attribute_stage(map_dir)
     manifest = read_manifest(map_dir, stage)
     key = cache_key(model_hash, method, params, layer, targets, seed)
@@ -110,8 +110,7 @@ def check_maps(map_dir: str | Path, *, model_hash: str, method: str, params: Map
                                  f"({'; '.join(changed) or 'key ' + str(manifest.get('key'))}); run `dvc repro "
                                  f"{stage}` to recompute them")
     for path, checksum in _shards(map_dir, manifest, stage):
-        if check_shard(path, stage) != checksum:
-            raise corrupt(path, "its checksum differs from the one the manifest recorded", stage)
+        check_shard(path, stage, checksum)
     return key
 
 
@@ -126,7 +125,7 @@ def is_fresh(map_dir: str | Path, key: str) -> bool:
         if manifest.get("key") != key:
             return False
         for path, checksum in _shards(map_dir, manifest, STAGE):
-            read_safetensors(path, STAGE, checksum)
+            check_shard(path, STAGE, checksum)
     except (CorruptArtifactError, MissingArtifactError):
         return False
     return True
