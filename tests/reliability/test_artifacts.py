@@ -3,7 +3,6 @@ naming the file and the stage to rerun; stale or damaged maps stop evaluate befo
 missing checkpoint names the one training stage; data/ stays git-ignored when it is wiped and pulled."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

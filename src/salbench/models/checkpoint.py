@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from ..io import atomic_dir, corrupt, read_json, read_safetensors, require, write_json, write_safetensors
+from ..io import atomic_dir, corrupt, read_json, read_safetensors, write_json, write_safetensors
 from .zoo import Classifier, ModelSpecError, build_model
 
 WEIGHTS = "model.safetensors"
