@@ -46,7 +46,7 @@ def main() -> None:
     torch.manual_seed(seed)
 
     checkpoint = Path(args.models) / args.task / args.model / str(p.get("checkpoint", "final"))
-    model, manifest = load_checkpoint(checkpoint, device)
+    model, manifest = load_checkpoint(checkpoint, device, stage=f"train@{args.task}-{args.model}")
     model_hash = file_hash(checkpoint / "model.safetensors")
     split = load_split(Path(args.data or f"data/render/{args.task}"), str(p.get("split", "test")))
     images = preprocess(split["images"], manifest)

@@ -16,6 +16,7 @@ from helpers import ROOT
 from salbench.evaluate import EvalData, evaluate, headlines, parse_config, run_metric, summarise
 from salbench.evaluate.artifacts import load_entries, load_models, model_hash, table_rows
 from salbench.evaluate.suite import flat_perturbation
+from salbench.io import StaleArtifactError
 from salbench.metrics import Combined, MetricInputs, Values, summary
 from salbench.params import ParamsError
 from salbench.registry import UnknownNameError
@@ -219,10 +220,9 @@ def test_stale_maps_name_the_attribute_stage(tmp_path):
     models = load_models(s["model_dir"], torch.device("cpu"), "train@t-m")
     other_targets = (s["predicted"] + 1) % 3  # maps were cached for other targets
     labels = torch.from_numpy(s["split"]["label"])
-    entries = load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]), s["x"], labels,
-                           other_targets, 0, "attribute@t-m")
-    with pytest.raises(ParamsError, match=r"dvc repro attribute@t-m"):
-        entries["gradient"].load()
+    with pytest.raises(StaleArtifactError, match=r"explained targets changed.*dvc repro attribute@t-m"):
+        load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]), s["x"], labels,
+                     other_targets, 0, "attribute@t-m")
 
 
 def test_flat_perturbation_flags_curves_that_ignore_the_maps() -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..attribution import build, call_targets
-from ..attribution.cache import MANIFEST, cache_key, load_maps
+from ..attribution.cache import check_maps, load_maps
 from ..io import file_hash, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
@@ -43,7 +43,8 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
                  batch_size: int = 64) -> dict[str, Entry]:
     """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps (keyed as the
     attribute stage keys them: ``targets`` by default, an entry's own `explain` choice from ``labels``);
-    a missing or stale cache raises naming ``stage`` (the attribute stage that writes ``maps_dir``)."""
+    a missing, stale, truncated or corrupt cache raises here, before any metric work, naming ``stage``
+    (the attribute stage that writes ``maps_dir``)."""
     entries = {}
     for name, spec in methods.items():
         built = build(name, spec, family)
@@ -51,9 +52,9 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
             continue
         method, params = built
         layer = ",".join(method.layers(model, **params)) or None
-        require(maps_dir / name / MANIFEST, stage)
         explained = call_targets(method, model, images, labels, targets, batch_size)[1]
-        key = cache_key(model_hash, name, spec or {}, layer, explained, seed)
+        key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=spec or {}, layer=layer,
+                         targets=explained, seed=seed, stage=stage)
         load = functools.partial(_load, maps_dir / name, key, stage)
         registry = str((spec or {}).get("method", name))
         entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)
@@ -68,20 +69,17 @@ def _short_layer(layer: str | None, model: torch.nn.Module) -> str:
 
 
 def _load(map_dir: Path, key: str, stage: str) -> tuple[Tensor, Tensor]:
-    try:
-        maps, targets, _ = load_maps(map_dir, key)
-    except ValueError as e:
-        raise ParamsError(f"{e} (`dvc repro {stage}`)") from None
+    maps, targets, _ = load_maps(map_dir, key, stage)
     return maps, targets
 
 
 def load_models(model_dir: Path, device: torch.device, stage: str) -> Models:
     """The final model, its random-label twin and the COSE model changes (random init, epoch checkpoints)."""
-    model, _ = load_checkpoint(require(model_dir / "final", stage), device)
-    random_labels = load_checkpoint(require(model_dir / "random_labels", stage), device)[0]
-    changes = {"random_init": load_checkpoint(require(model_dir / "random_init", stage), device)[0]}
+    model, _ = load_checkpoint(require(model_dir / "final", stage), device, stage)
+    random_labels = load_checkpoint(require(model_dir / "random_labels", stage), device, stage)[0]
+    changes = {"random_init": load_checkpoint(require(model_dir / "random_init", stage), device, stage)[0]}
     epochs = sorted(require(model_dir / "checkpoints", stage).glob("epoch_*"), key=lambda p: int(p.name[6:]))
-    changes.update({p.name: load_checkpoint(p, device)[0] for p in epochs})
+    changes.update({p.name: load_checkpoint(p, device, stage)[0] for p in epochs})
     return Models(model, random_labels, changes)
 
 

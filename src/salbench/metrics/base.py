@@ -154,6 +154,15 @@ def as_maps(R: Tensor, name: str = "maps") -> Tensor:
     return R
 
 
+def undefined_where_nonfinite(values: Tensor, *maps: Tensor) -> Tensor:
+    """``values`` (N) set to NaN (undefined) where any of ``maps`` (N×...) holds a NaN or ±inf entry, so that
+    a broken map is counted as undefined instead of scored from a meaningless order."""
+    bad = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    for m in maps:
+        bad |= ~torch.isfinite(m.flatten(1) if m.dim() > 1 else m[:, None]).all(1)
+    return values.masked_fill(bad, torch.nan)
+
+
 def check_masks(M: Tensor, maps: Tensor) -> Tensor:
     """Check that ``M`` is an N×H×W bool mask matching N×C×H×W ``maps``; return it."""
     if not isinstance(M, Tensor) or M.dtype != torch.bool:
@@ -206,9 +215,9 @@ def require_eval(model: nn.Module) -> None:
 
 @torch.no_grad()
 def logits(model: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
-    """Model outputs N×K, computed ``batch_size`` images at a time."""
+    """Model outputs N×K, computed ``batch_size`` images at a time (0×K for no images)."""
     require_eval(model)
-    return torch.cat([model(images[s]) for s in batches(len(images), batch_size)])
+    return torch.cat([model(images[s]) for s in batches(len(images), batch_size)] or [model(images)])
 
 
 def predict(model: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:

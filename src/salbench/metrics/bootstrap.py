@@ -32,12 +32,12 @@ def percentile_interval(stats: Tensor, level: float) -> tuple[float, float]:
 
 
 def finite_values(values: Tensor, mask: Tensor | None) -> tuple[Tensor, int]:
-    """The scored (``mask``) values as 1-D float64 on the CPU without NaNs, and how many NaNs were dropped."""
+    """The scored (``mask``) values as 1-D float64 on the CPU without NaN or ±inf, and how many were dropped."""
     v = values.detach().reshape(-1).to("cpu", torch.float64)
     scored = torch.ones_like(v, dtype=torch.bool) if mask is None else mask.detach().reshape(-1).cpu()
     if scored.shape != v.shape:
         raise ValueError(f"mask must have one entry per value ({v.numel()}), got {tuple(mask.shape)}")
-    undefined = scored & v.isnan()
+    undefined = scored & ~v.isfinite()
     return v[scored & ~undefined], int(undefined.sum())
 
 
@@ -55,9 +55,11 @@ def summary(
     """Mean of the scored ``values`` (N) with a percentile-bootstrap CI.
 
     ``mask`` (N bool) selects the scored samples (all if None). Scored samples whose value is
-    undefined (NaN, e.g. a correlation with a constant map) are left out of the mean and counted
-    in ``n_undefined``; ``n`` is the number of values averaged.
+    undefined (NaN, e.g. a correlation with a constant map, or ±inf) are left out of the mean and
+    counted in ``n_undefined``; ``n`` is the number of values averaged.
     """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1 (bootstrap replicates for the confidence interval), got {n_boot}")
     v, n_undefined = finite_values(values, mask)
     if len(v) == 0:
         return bootstrap_summary(math.nan, None, 0, n_undefined, level)

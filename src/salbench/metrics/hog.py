@@ -16,7 +16,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .base import SIMILARITIES, check_pair, in_chunks
+from .base import SIMILARITIES, check_pair, in_chunks, undefined_where_nonfinite
 from .normalise import abs_normalise
 from .rank import rank_correlation
 
@@ -105,12 +105,13 @@ def hog_similarity(
 ) -> Tensor:
     """Spearman correlation of the HOG features of the [0, 1]-normalised maps -> N.
 
-    a, b: N×C×H×W or N×H×W; ``pixels_per_cell`` defaults to :func:`hog_cell_size`.
+    a, b: N×C×H×W or N×H×W; ``pixels_per_cell`` defaults to :func:`hog_cell_size`. NaN for a constant map
+    or one with a NaN or ±inf entry.
     """
     a, b = check_pair(a, b)
     cell = pixels_per_cell or hog_cell_size(*a.shape[2:])
     features = [hog(abs_normalise(m), orientations, cell) for m in (a, b)]
-    return rank_correlation(*features)
+    return undefined_where_nonfinite(rank_correlation(*features), a, b)
 
 
 SIMILARITIES.register("hog")(hog_similarity)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MetricInputs, Values, as_maps, batches, metric, require_eval
+from .base import MetricInputs, Values, as_maps, batches, metric, require_eval, undefined_where_nonfinite
 from .pooling import pool_channels
 
 ORDERS = ("morf", "lerf")
@@ -86,7 +86,8 @@ def pixel_perturbation(
     squares ranked by their summed pooled relevance. Replaced pixels take ``baseline``: a number, a
     tensor broadcastable to x, or a name in :data:`BASELINES` ("mean": each image's mean colour,
     "blur": the blurred image). Black (0.0) is out of distribution for most models and can flatten
-    every curve. ``score``: softmax probability or logit of ``targets``.
+    every curve. ``score``: softmax probability or logit of ``targets``. The AOPC is NaN (undefined) for a
+    map with a NaN or ±inf entry.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; known: {', '.join(SCORES)}")
@@ -109,12 +110,14 @@ def pixel_perturbation(
         for count in counts:
             removed = (ranks < count).reshape(n, 1, height // patch, width // patch)
             removed = removed.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
-            out = torch.cat([model(torch.where(removed[s], baseline[s], x[s])) for s in batches(n, batch_size)])
+            out = torch.cat([model(torch.where(removed[s], baseline[s], x[s])) for s in batches(n, batch_size)]
+                            or [model(x)])  # no images: 0×K
             values = out.softmax(1) if score == "probability" else out
             scores.append(values.gather(1, targets[:, None])[:, 0])
             correct.append(out.argmax(1) == targets)
     curve = torch.stack(scores, 1)
-    return PerturbationCurves(fractions, curve, torch.stack(correct, 1), (curve[:, :1] - curve).mean(1))
+    aopc = undefined_where_nonfinite((curve[:, :1] - curve).mean(1), R)  # a broken map gives no order
+    return PerturbationCurves(fractions, curve, torch.stack(correct, 1), aopc)
 
 
 @metric("aopc", needs=("maps",), scores="correct")

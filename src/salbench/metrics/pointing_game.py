@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric
+from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric, undefined_where_nonfinite
 from .pooling import pool_channels
 
 
@@ -26,14 +26,14 @@ def _pointing_game(R: Tensor, M: Tensor, tolerance: int, pooling: str) -> Tensor
     pooled = pool_channels(R, pooling)
     peak = pooled == pooled.flatten(1).amax(1)[:, None, None]
     hit = (peak & dilate(M, tolerance)).flatten(1).any(1)
-    return hit.to(pooled.dtype).masked_fill(~M.flatten(1).any(1), torch.nan)
+    return undefined_where_nonfinite(hit.to(pooled.dtype).masked_fill(~M.flatten(1).any(1), torch.nan), R)
 
 
 def pointing_game(R: Tensor, M: Tensor, tolerance: int = 0, pooling: str = "max_norm") -> Tensor:
     """1 if a maximum of the pooled relevance lies within ``tolerance`` px of M, else 0.
 
     R N×C×H×W, M N×H×W bool -> N float. Tied maxima hit if any of them does (as Quantus);
-    NaN for an empty mask.
+    NaN for an empty mask or a map with a NaN or ±inf entry.
     """
     if tolerance < 0 or int(tolerance) != tolerance:
         raise ValueError(f"tolerance must be a non-negative whole number of pixels, got {tolerance}")

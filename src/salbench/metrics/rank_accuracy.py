@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric
+from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric, undefined_where_nonfinite
 from .pooling import pool_channels
 
 
@@ -17,6 +17,8 @@ def kth_smallest(x: Tensor, k: Tensor) -> Tensor:
     One ``kthvalue`` call for all rows: row n gets max(k) - k_n extra entries of -inf and
     k_n - min(k) of +inf, so that every row's answer is its max(k)-th smallest.
     """
+    if len(k) == 0:
+        return x.new_empty(0)
     lo, hi = int(k.min()), int(k.max())
     if lo == hi:
         return x.kthvalue(lo, dim=1).values
@@ -37,7 +39,7 @@ def _rank_accuracy(R: Tensor, M: Tensor, pooling: str) -> Tensor:
         tied = pooled == threshold
         hits = hits - excess * (tied & inside).sum(1, dtype=torch.float64) / tied.sum(1, dtype=torch.float64)
     accuracy = hits / k
-    return accuracy.to(pooled.dtype).masked_fill(k == 0, torch.nan)
+    return undefined_where_nonfinite(accuracy.to(pooled.dtype).masked_fill(k == 0, torch.nan), R)
 
 
 def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> Tensor:
@@ -45,7 +47,7 @@ def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> 
 
     Pixels tied with the K-th highest value count by expectation over random tie-breaking
     (Quantus breaks ties by argsort order instead; both agree when there are no ties).
-    NaN for an empty mask.
+    NaN for an empty mask or a map with a NaN or ±inf entry.
     """
     R = as_maps(R, "R")
     return in_chunks(partial(_rank_accuracy, pooling=pooling), R, check_masks(M, R))

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .base import SIMILARITIES, check_pair, in_chunks
+from .base import SIMILARITIES, check_pair, in_chunks, undefined_where_nonfinite
 from .normalise import signed_normalise
 
 K1, K2 = 0.01, 0.03
@@ -57,9 +57,10 @@ def ssim_index(
 
 def ssim(a: Tensor, b: Tensor) -> Tensor:
     """SSIM of paired maps (N×C×H×W or N×H×W) after the signed Sanity Checks normalisation to
-    [-1, 1]: window 5, data range 2 -> N."""
+    [-1, 1]: window 5, data range 2 -> N; NaN for an all-zero map or one with a NaN or ±inf entry."""
     a, b = check_pair(a, b)
-    return ssim_index(signed_normalise(a), signed_normalise(b), data_range=2.0, win_size=5)
+    return undefined_where_nonfinite(ssim_index(signed_normalise(a), signed_normalise(b), data_range=2.0, win_size=5),
+                                     a, b)
 
 
 SIMILARITIES.register("ssim")(ssim)

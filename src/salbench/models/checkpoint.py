@@ -3,6 +3,7 @@
 Manifest keys: ``arch``, ``kwargs`` (rebuild the network), ``family`` ("cnn" | "vit"), ``task``,
 ``classes``, ``input_size``, ``mean``, ``std`` (normalisation applied inside the model),
 ``accuracy`` (split -> float), ``params_hash``, ``seed``, ``versions``, and whatever else the caller adds.
+The weights carry a sha256 in their header (salbench.io), checked on every load.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from ..io import atomic_dir, read_json, require, write_json
+from ..io import atomic_dir, corrupt, read_json, read_safetensors, write_json, write_safetensors
 from .zoo import Classifier, ModelSpecError, build_model
 
 WEIGHTS = "model.safetensors"
@@ -34,12 +36,33 @@ def save_checkpoint(path: str | Path, model: Classifier, manifest: Mapping[str, 
     }
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS))
+        write_safetensors(tmp / WEIGHTS, save(state))
         write_json(tmp / "manifest.json", full)
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    return read_json(require(Path(path) / "manifest.json", "train"))
+def train_stage(path: str | Path) -> str | None:
+    """The DVC stage that writes checkpoint ``path``: ``train@<task>-<model>`` for a checkpoint under
+    ``.../models/<task>/<model>/`` (``final``, ``random_init``, ``checkpoints/epoch_<n>``...), else None."""
+    path = Path(path)
+    if path.parent.name == "checkpoints":
+        path = path.parent
+    model, task = path.parent, path.parent.parent
+    return f"train@{task.name}-{model.name}" if task.parent.name == "models" else None
+
+
+def read_manifest(path: str | Path, stage: str | None = None) -> dict[str, Any]:
+    """The manifest of checkpoint ``path``; a missing one names ``stage`` (default :func:`train_stage`)."""
+    return read_json(Path(path) / "manifest.json", stage or train_stage(path) or "train")
+
+
+def read_weights(path: str | Path, stage: str | None = None) -> dict[str, torch.Tensor]:
+    """The checksum-verified state dict of checkpoint ``path``; a missing or damaged file names ``stage``."""
+    stage = stage or train_stage(path)
+    blob = read_safetensors(Path(path) / WEIGHTS, stage)
+    try:
+        return load(blob)
+    except SafetensorError as e:
+        raise corrupt(Path(path) / WEIGHTS, str(e), stage) from None
 
 
 def check_compatible(manifest: Mapping[str, Any], num_classes: int, input_size: int, where: str | Path) -> None:
@@ -58,14 +81,16 @@ def load_state(path: str | Path, num_classes: int, input_size: int, arch: str | 
     check_compatible(manifest, num_classes, input_size, path)
     if arch is not None and manifest["arch"] != arch:
         raise ModelSpecError(f"checkpoint {path} holds a {manifest['arch']!r} but the spec asks for {arch!r}")
-    return load_file(str(Path(path) / WEIGHTS))
+    return read_weights(path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`."""
-    manifest = read_manifest(path)
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", stage: str | None = None
+                    ) -> tuple[Classifier, dict[str, Any]]:
+    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`;
+    a missing or damaged file names ``stage`` (default :func:`train_stage`)."""
+    manifest = read_manifest(path, stage)
     spec = {"arch": manifest["arch"], "kwargs": manifest["kwargs"], "mean": manifest["mean"], "std": manifest["std"]}
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the caller's seeded RNG
         model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
-    model.load_state_dict(load_file(str(Path(path) / WEIGHTS)))
+    model.load_state_dict(read_weights(path, stage))
     return model.to(device).eval(), manifest

@@ -113,8 +113,12 @@ def render_splits(
 
 
 def load_split(task_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    """Arrays of one rendered split (see docs/CONTRIBUTING.md); names the stage to run if missing."""
+    """Arrays of one rendered split (see docs/CONTRIBUTING.md), checksum-verified; a missing or damaged
+    shard names the stage to run, an unknown split the ones there are."""
     task_dir = Path(task_dir)
+    if split not in SPLITS:
+        raise SalbenchError(f"unknown split {split!r}: the render stage makes {list(SPLITS)}; set the split "
+                            "param (e.g. attribute.split, concepts.split) to one of them")
     return load_shard(task_dir / f"{split}.safetensors", stage=f"{STAGE}@{task_dir.name}")
 
 
