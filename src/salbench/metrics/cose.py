@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 from typing import Mapping, NamedTuple, Sequence
 
+from annotated_types import Ge
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, Explain, MetricInputs, Summary, batches, explain_batched, predict
 from .bootstrap import bootstrap_means, bootstrap_summary, finite_values
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 from .ssim import ssim_index
 from .transforms import GEOMETRIC, TRANSFORMS, Transform, sample_magnitudes
 
@@ -169,6 +171,7 @@ def cose_summary(pairs: CosePairs, *, n_boot: int = 1000, level: float = 0.95, s
     return out
 
 
+@declare(transforms=OneOf(TRANSFORMS), per_image=Ge(1), pooling=OneOf(POOLINGS))
 @METRICS.register("cose")
 def cose_metric(
     inputs: MetricInputs,

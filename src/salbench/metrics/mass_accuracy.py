@@ -7,9 +7,10 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
 from .bootstrap import summary
-from .pooling import pool_non_negative
+from .pooling import POOLINGS, SIGNED_POOLINGS, pool_non_negative
 
 
 def _mass_accuracy(R: Tensor, M: Tensor, pooling: str) -> Tensor:
@@ -28,6 +29,7 @@ def relevance_mass_accuracy(R: Tensor, M: Tensor, pooling: str = "l2_sq") -> Ten
     return in_chunks(partial(_mass_accuracy, pooling=pooling), R, check_masks(M, R))
 
 
+@declare(pooling=OneOf([p for p in POOLINGS if p not in SIGNED_POOLINGS], "non-negative pooling"))
 @METRICS.register("mass_accuracy")
 def mass_accuracy_metric(
     inputs: MetricInputs, *, pooling: str = "l2_sq", n_boot: int = 1000, seed: int = 0

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from annotated_types import Ge
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, MetricInputs, Summary, as_maps, batches, require_eval
 from .bootstrap import summary
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 ORDERS = ("morf", "lerf")
 SCORES = ("probability", "logit")
@@ -152,3 +154,5 @@ def _aopc_metric(order: str) -> Callable[..., dict[str, Summary]]:
 
 for _order in ORDERS:
     METRICS.register(f"aopc_{_order}")(_aopc_metric(_order))
+    declare(steps=Ge(2), baseline=OneOf(BASELINES, "baseline"), patch=Ge(1), pooling=OneOf(POOLINGS),
+            score=OneOf(SCORES, "score"))(METRICS.get(f"aopc_{_order}"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from functools import partial
 
+from annotated_types import Ge
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
 from .bootstrap import summary
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
@@ -42,6 +44,7 @@ def pointing_game(R: Tensor, M: Tensor, tolerance: int = 0, pooling: str = "max_
     return in_chunks(partial(_pointing_game, tolerance=int(tolerance), pooling=pooling), R, check_masks(M, R))
 
 
+@declare(tolerance=Ge(0), pooling=OneOf(POOLINGS))
 @METRICS.register("pointing_game")
 def pointing_game_metric(
     inputs: MetricInputs, *, tolerance: int = 0, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0

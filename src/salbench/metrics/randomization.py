@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, SIMILARITIES, Explain, MetricInputs, Similarity, Summary, explain_batched, predict
 from .bootstrap import summary
 
@@ -196,8 +197,11 @@ def _model_randomization_metric(cascading: bool) -> Callable[..., dict[str, Summ
 
 METRICS.register("cascading_randomization")(_model_randomization_metric(cascading=True))
 METRICS.register("independent_randomization")(_model_randomization_metric(cascading=False))
+for _name in ("cascading_randomization", "independent_randomization"):
+    declare(similarities=OneOf(SIMILARITIES))(METRICS.get(_name))
 
 
+@declare(similarities=OneOf(SIMILARITIES))
 @METRICS.register("data_randomization")
 def data_randomization_metric(
     inputs: MetricInputs, *, similarities: Sequence[str] = DEFAULT_SIMILARITIES, n_boot: int = 1000, seed: int = 0

@@ -7,9 +7,10 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import METRICS, MetricInputs, Summary, as_maps, check_masks, in_chunks
 from .bootstrap import summary
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 
 def kth_smallest(x: Tensor, k: Tensor) -> Tensor:
@@ -52,6 +53,7 @@ def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> 
     return in_chunks(partial(_rank_accuracy, pooling=pooling), R, check_masks(M, R))
 
 
+@declare(pooling=OneOf(POOLINGS))
 @METRICS.register("rank_accuracy")
 def rank_accuracy_metric(
     inputs: MetricInputs, *, pooling: str = "max_norm", n_boot: int = 1000, seed: int = 0
