@@ -152,13 +152,9 @@ def _path(where: str, parts: Iterable[Any]) -> str:
     return text
 
 
-def _allowed(model: type[BaseModel], parent: Any) -> str:
-    """What a mapping at ``parent`` takes, for an unknown-key message."""
-    parent = _members(_unwrap(parent))
-    parent = next((m for m in parent if _is_model(m)), None)
-    if parent is None:
-        return ""
-    return TAKES.get(parent) or ", ".join(parent.model_fields)
+def _mapping_model(ann: Any) -> type[BaseModel] | None:
+    """The model of the mapping at a path (for an unknown key: what it takes)."""
+    return next((m for m in _members(_unwrap(ann)) if _is_model(m)), None)
 
 
 def _input(value: Any) -> str:
@@ -191,11 +187,12 @@ def messages(error: ValidationError, where: str, model: type[BaseModel], owner: 
         if kind == "extra_forbidden":
             key = e["parts"][-1]
             parent_parts, parent_ann = _walk(model, tuple(e["loc"][:-1]))
-            allowed = _allowed(model, parent_ann if parent_parts or parent_ann is not model else model)
-            known = [k.split(" ")[0] for k in allowed.split(", ")] if allowed else []
+            parent = _mapping_model(parent_ann)
+            known = list(parent.model_fields) if parent else []
+            allowed = TAKES.get(parent) or ", ".join(known)  # type: ignore[arg-type]
             close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            what = "parameter" if _members(_unwrap(parent_ann))[0] in TAKES else "key"
+            what = "parameter" if parent in TAKES else "key"
             name = str(parent_parts[-1]) if parent_parts else (owner or where.rsplit(".", 1)[-1] or "params.yaml")
             out.append(f"{path}: unknown {what}{hint}; {name} takes: {allowed}")
         elif kind == "missing":
