@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import annotated_types as at
 from pydantic import AfterValidator, BaseModel, ConfigDict, create_model
 
+from ..registry import Registry, UnknownNameError
+
 F = TypeVar("F")
 CONSTRAINTS = "__salbench_constraints__"
 
@@ -33,7 +35,7 @@ class OneOf:
     def __call__(self, value: Any) -> Any:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, str) and v not in self.names:
-                raise ValueError(unknown_name(v, self.names, self.what))
+                raise ValueError(unknown_name(v, self._names, self.what))
         return value
 
     def __str__(self) -> str:
@@ -41,6 +43,12 @@ class OneOf:
 
 
 def unknown_name(name: str, known: Iterable[str], what: str) -> str:
+    """The message for an unknown ``name``: a Registry's own (it lists close matches), or the same for names."""
+    if isinstance(known, Registry):
+        try:
+            known.get(name)
+        except UnknownNameError as e:
+            return str(e)
     known = list(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""

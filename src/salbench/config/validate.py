@@ -28,7 +28,8 @@ from ..params import ParamsError, load_params
 from ..render.tasks import TASKS, TaskError, build_task
 from ..render.world import RenderParamsError, World
 from . import sections as S
-from .declare import Param, params_model, signature_params, type_name
+from ..registry import Registry
+from .declare import Param, params_model, signature_params, type_name, unknown_name
 
 # Sections each stage reads (they must be present); every other section is checked when present.
 STAGE_SECTIONS = {"render": ("render", "tasks"), "train": ("train",), "attribute": ("attribute",),
@@ -225,10 +226,7 @@ def _check(model: type[BaseModel], value: Any, where: str, errors: list[str], ow
 # ---- entries of registered methods and metrics ----------------------------------------------------------------------
 
 def _unknown(name: str, known: Iterable[str], what: str) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-    return f"unknown {what} {name!r}{hint}; known: {', '.join(known)}"
+    return unknown_name(name, known if isinstance(known, Registry) else sorted(known), what)
 
 
 def _for_family(entry: Mapping[str, Any], family: str, where: str, errors: list[str]) -> dict[str, Any] | None:
