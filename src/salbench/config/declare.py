@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -136,8 +137,8 @@ def type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated:
         return type_name(args[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " | ".join(type_name(a) for a in args if getattr(a, "__name__", "") != "Method")
+    if origin in (typing.Union, types.UnionType):  # YAML has no other classes (e.g. a Method object)
+        return " | ".join(type_name(a) for a in args if a in _NAMES or typing.get_origin(a) is not None)
     if origin is typing.Literal:
         return " | ".join(map(str, args))
     if origin is not None:

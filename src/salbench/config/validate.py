@@ -29,7 +29,7 @@ from ..render.tasks import TASKS, TaskError, build_task
 from ..render.world import RenderParamsError, World
 from . import sections as S
 from ..registry import Registry
-from .declare import Param, params_model, signature_params, type_name, unknown_name
+from .declare import Param, params_model, signature_params, unknown_name
 
 # Sections each stage reads (they must be present); every other section is checked when present.
 STAGE_SECTIONS = {"render": ("render", "tasks"), "train": ("train",), "attribute": ("attribute",),
@@ -244,50 +244,51 @@ def _for_family(entry: Mapping[str, Any], family: str, where: str, errors: list[
 
 def method_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
     """Check one attribute.methods entry: wrapper keys and the method's (and its base method's) declared params,
-    for every architecture family the entry applies to."""
-    if entry is None:
-        entry = {}
+    for every architecture family the entry applies to (values may be given per family)."""
+    entry = {} if entry is None else entry
     if not isinstance(entry, Mapping):
         errors.append(f"{where}: expected a mapping of params (or {{}}), got {_input(entry)}")
         return
     families = entry.get("families", FAMILIES)
-    seen: set[str] = set()
     for family in families if isinstance(families, list) and set(families) <= set(FAMILIES) else FAMILIES:
-        resolved = _for_family(entry, family, where, errors)
-        if resolved is None:
-            return
-        method = resolved.get("method", name)
-        if not isinstance(method, str) or method not in METHODS:
-            if "method" in resolved:
-                _check(S.EntryKeys, {"method": method}, where, errors)
-            else:
-                errors.append(f"{where}: {_unknown(name, METHODS, 'attribution method')}; name the method of this "
-                              "entry with `method: <name>`")
-            return
-        base = resolved.get("base", "gradient") if METHODS.get(method).takes_base_params else None
-        if base is not None and (not isinstance(base, str) or base not in METHODS):
-            _check(_entry_model(method, None), {"base": base}, where, errors)
-            return
-        model = _entry_model(method, base)
-        TAKES[model] = (f"{describe(method_params(method))}"
-                       + (f", and {base}'s {describe({k: v for k, v in method_params(base).items()})}" if base else "")
-                       + f"; entry keys: {', '.join(WRAPPER_KEYS)}")
         found: list[str] = []
-        checked = _check(model, resolved, where, found, owner=method)
-        errors.extend(m for m in found if m not in seen)
-        seen.update(found)
-        if checked is None:
-            continue
-        if checked.layers is None and ("combine" in resolved or "weights" in resolved):
-            errors.append(f"{where}: 'combine'/'weights' need 'layers' (a list of layer names)")
-        elif checked.layers is not None and "layer" in resolved:
-            errors.append(f"{where}: give either layer or layers, not both")
-        elif checked.weights is not None and checked.combine == "product":
-            errors.append(f"{where}.weights: combine 'product' takes no weights; use 'geometric' or 'sum'")
-        elif checked.weights is not None and len(checked.weights) != len(checked.layers or []):
-            errors.append(f"{where}.weights: {len(checked.weights)} weights for {len(checked.layers or [])} layers")
-        if errors:
+        _method_entry(name, entry, family, where, found)
+        if found:
+            errors.extend(found)
             return
+
+
+def _method_entry(name: str, entry: Mapping[str, Any], family: str, where: str, errors: list[str]) -> None:
+    resolved = _for_family(entry, family, where, errors)
+    if resolved is None:
+        return
+    method = resolved.get("method", name)
+    if not isinstance(method, str) or method not in METHODS:
+        if "method" in resolved:
+            _check(S.EntryKeys, {"method": method}, where, errors)
+        else:
+            errors.append(f"{where}: {_unknown(name, METHODS, 'attribution method')}; name the method of this "
+                          "entry with `method: <name>`")
+        return
+    base = resolved.get("base", "gradient") if METHODS.get(method).takes_base_params else None
+    if base is not None and (not isinstance(base, str) or base not in METHODS):
+        _check(_entry_model(method, None), {"base": base}, where, errors)
+        return
+    model = _entry_model(method, base)
+    with_base = f", and {base}'s {describe(method_params(base))}" if base else ""
+    TAKES[model] = (describe(method_params(method)) + with_base
+                    + f"; entry keys: {', '.join(WRAPPER_KEYS)}")
+    checked = _check(model, resolved, where, errors, owner=method)
+    if checked is None:
+        return
+    if checked.layers is None and ("combine" in resolved or "weights" in resolved):
+        errors.append(f"{where}: 'combine'/'weights' need 'layers' (a list of layer names)")
+    elif checked.layers is not None and "layer" in resolved:
+        errors.append(f"{where}: give either layer or layers, not both")
+    elif checked.weights is not None and checked.combine == "product":
+        errors.append(f"{where}.weights: combine 'product' takes no weights; use 'geometric' or 'sum'")
+    elif checked.weights is not None and len(checked.weights) != len(checked.layers or []):
+        errors.append(f"{where}.weights: {len(checked.weights)} weights for {len(checked.layers or [])} layers")
 
 
 def metric_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
@@ -310,11 +311,11 @@ def metric_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
             errors.append(f"{where}.sweep.{param}: {name} has no parameter {param!r}; it takes: "
                           f"{describe(metric_params(name))}")
             continue
-        for i, v in enumerate(values):
+        for v in values:
             _check(model, {**(entry or {}), "sweep": {}, param: v}, f"{where}.sweep", errors, owner=name)
 
 
-# ---- cross-section checks ---------------------------------------------------------------------------------------------
+# ---- cross-section checks -------------------------------------------------------------------------------------
 
 def _names_in(names: Iterable[str] | None, known: Iterable[str], where: str, what: str, errors: list[str]) -> None:
     """Each of ``names`` must be one of ``known`` (names defined in another section, ``what``)."""
@@ -399,7 +400,8 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
             for sub, cfg in (("", m), (".random_labels", m and m.random_labels)):
                 late = [e for e in (cfg.checkpoint_epochs if cfg else []) if e > cfg.epochs]
                 if late:
-                    errors.append(f"train.models.{name}{sub}.checkpoint_epochs {late} lie outside 1..epochs={cfg.epochs}")
+                    errors.append(f"train.models.{name}{sub}.checkpoint_epochs {late} lie outside "
+                                  f"1..epochs={cfg.epochs}")
             spec = m.model if m else None
             if isinstance(spec, S.ModelSpec) and spec.pretrained_file and not Path(spec.pretrained_file).is_file():
                 errors.append(f"train.models.{name}.model.pretrained_file: no file {spec.pretrained_file!r}")
@@ -528,4 +530,4 @@ def listing(kind: str) -> str:
 
 
 __all__ = ["STAGE_SECTIONS", "check_params_file", "describe", "listing", "messages", "method_entry",
-           "method_params", "metric_entry", "metric_params", "preflight", "validate_params", "type_name"]
+           "method_params", "metric_entry", "metric_params", "preflight", "validate_params"]
