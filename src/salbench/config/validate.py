@@ -27,8 +27,8 @@ from ..metrics import METRICS
 from ..params import ParamsError, load_params
 from ..render.tasks import TASKS, TaskError, build_task
 from ..render.world import RenderParamsError, World
-from . import sections as S
 from ..registry import Registry
+from . import sections as S
 from .declare import Param, params_model, signature_params, unknown_name
 
 # Sections each stage reads (they must be present); every other section is checked when present.
@@ -58,26 +58,36 @@ def describe(params: Mapping[str, Param]) -> str:
     return ", ".join(p.describe() for p in params.values()) or "no parameters"
 
 
+def _entry(keys: type[BaseModel], name: str, params: Mapping[str, Param], takes: str) -> type[BaseModel]:
+    """One model of ``keys`` (what the stage reads from an entry) and the declared ``params``; ``takes`` says
+    what it takes in unknown-key messages."""
+    own = params_model(f"{name}_params", params)
+    model = create_model(f"{name}_entry", __base__=(keys,),
+                         **{k: (f.annotation, f) for k, f in own.model_fields.items()})
+    TAKES[model] = takes
+    return model
+
+
 @functools.cache
-def _entry_model(method: str, base: str | None) -> type[BaseModel]:
-    fields = {**method_params(method), **(method_params(base) if base else {})}
-    own = params_model(f"{method}_params", fields)
-    return create_model(f"{method}_entry", __base__=(S.EntryKeys,),
-                        **{k: (f.annotation, f) for k, f in own.model_fields.items()})
+def _method_model(method: str, base: str | None) -> type[BaseModel]:
+    """An attribute.methods entry of ``method`` (with ``base``'s params too, for a wrapper such as smoothgrad)."""
+    params, takes = method_params(method), describe(method_params(method))
+    if base:
+        params, takes = {**params, **method_params(base)}, f"{takes}, and {base}'s {describe(method_params(base))}"
+    return _entry(S.EntryKeys, method, params, f"{takes}; entry keys: {', '.join(WRAPPER_KEYS)}")
 
 
 @functools.cache
 def _metric_model(name: str) -> type[BaseModel]:
-    own = params_model(f"{name}_params", metric_params(name))
-    return create_model(f"{name}_entry", __base__=(S.MetricKeys,),
-                        **{k: (f.annotation, f) for k, f in own.model_fields.items()})
+    return _entry(S.MetricKeys, name, metric_params(name),
+                  f"{describe(metric_params(name))}; entry keys: {', '.join(S.MetricKeys.model_fields)}")
 
 
 @functools.cache
 def _perturbation_model() -> type[BaseModel]:
-    own = params_model("aopc_params", metric_params("aopc_morf"))
-    return create_model("perturbation", __base__=(S.PerturbationKeys,),
-                        **{k: (f.annotation, f) for k, f in own.model_fields.items()})
+    """evaluate.perturbation: its own keys and the aopc metrics' params."""
+    return _entry(S.PerturbationKeys, "perturbation", metric_params("aopc_morf"),
+                  f"{', '.join(S.PerturbationKeys.model_fields)}, {describe(metric_params('aopc_morf'))}")
 
 
 # ---- pydantic errors as messages --------------------------------------------------------------------------------
@@ -272,13 +282,9 @@ def _method_entry(name: str, entry: Mapping[str, Any], family: str, where: str, 
         return
     base = resolved.get("base", "gradient") if METHODS.get(method).takes_base_params else None
     if base is not None and (not isinstance(base, str) or base not in METHODS):
-        _check(_entry_model(method, None), {"base": base}, where, errors)
+        _check(_method_model(method, None), {"base": base}, where, errors)
         return
-    model = _entry_model(method, base)
-    with_base = f", and {base}'s {describe(method_params(base))}" if base else ""
-    TAKES[model] = (describe(method_params(method)) + with_base
-                    + f"; entry keys: {', '.join(WRAPPER_KEYS)}")
-    checked = _check(model, resolved, where, errors, owner=method)
+    checked = _check(_method_model(method, base), resolved, where, errors, owner=method)
     if checked is None:
         return
     if checked.layers is None and ("combine" in resolved or "weights" in resolved):
@@ -300,7 +306,6 @@ def metric_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
         errors.append(f"{where}: expected a mapping of params (or {{}}), got {_input(entry)}")
         return
     model = _metric_model(name)
-    TAKES[model] = f"{describe(metric_params(name))}; entry keys: samples, methods, sweep"
     checked = _check(model, entry, where, errors, owner=name)
     if checked is None:
         return
@@ -441,7 +446,6 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
         ev, raw = p.evaluate, params["evaluate"]
         for name, entry in ev.metrics.items():
             metric_entry(name, entry, f"evaluate.metrics.{name}", errors)
-        TAKES[_perturbation_model()] = f"orders, samples, methods, {describe(metric_params('aopc_morf'))}"
         pert = _check(_perturbation_model(), raw.get("perturbation"), "evaluate.perturbation", errors,
                       owner="perturbation")
         for block, sub in (("layer_study", ev.layer_study), ("meta_saliency", ev.meta_saliency)):
