@@ -214,6 +214,15 @@ def test_default_params_and_the_paper_profile_validate() -> None:
             validate_params(params, stage)
 
 
+def test_a_params_file_that_is_not_yaml_is_a_params_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "params.yaml").write_text("render: {seed: 0\n")
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit) as info:
+        mp.setattr(sys, "argv", ["stages/plot.py", "--params", str(tmp_path / "params.yaml")])
+        runpy.run_path(str(ROOT / "stages" / "plot.py"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"error: {tmp_path / 'params.yaml'} is not valid YAML"), err
+
+
 def test_hub_ids_and_existing_dirs_are_accepted_as_pretrained_pipelines(tmp_path: Path) -> None:
     validate_params(edited({"concepts.diffusion.pretrained": "org/some-pipeline"}))
     validate_params(edited({"concepts.diffusion.pretrained": str(tmp_path)}))

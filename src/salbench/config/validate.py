@@ -139,6 +139,8 @@ def _walk(model: type[BaseModel], loc: tuple) -> tuple[list[Any], Any]:
     ann: Any = model
     out: list[Any] = []
     for part in loc:
+        if part == "[key]":  # pydantic's marker of a mapping key (the key itself is the previous part)
+            continue
         members = _members(_unwrap(ann)) if ann is not None else [None]
         if len(members) > 1:
             tagged = _pick(members, part)
@@ -220,7 +222,7 @@ def messages(error: ValidationError, where: str, model: type[BaseModel], owner: 
         elif kind == "value_error":
             out.append(f"{path}: {ctx.get('error', e['msg'])}")
         else:
-            out.append(f"{path}: {e['msg']}")
+            out.append(f"{path}: invalid value {_input(value)} ({e['msg']})")
     return out
 
 
@@ -313,7 +315,9 @@ def metric_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
         errors.append(f"{where}.sweep: sweeps one parameter at a time, got {sorted(checked.sweep)}")
     for param, values in checked.sweep.items():
         if param not in metric_params(name):
-            errors.append(f"{where}.sweep.{param}: {name} has no parameter {param!r}; it takes: "
+            close = difflib.get_close_matches(param, metric_params(name), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            errors.append(f"{where}.sweep.{param}: {name} has no parameter {param!r}{hint}; it takes: "
                           f"{describe(metric_params(name))}")
             continue
         for v in values:
@@ -364,6 +368,9 @@ def _device(name: str, where: str, errors: list[str]) -> None:
 
     if name.startswith("cuda") and not torch.cuda.is_available():
         errors.append(f"{where}: {name!r} but CUDA is not available here; use cpu or auto")
+    elif name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        errors.append(f"{where}: {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                      "use cuda:0 or auto")
 
 
 def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task: str | None = None,
