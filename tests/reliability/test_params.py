@@ -142,8 +142,13 @@ def run_stage_inprocess(stage: str, params: dict[str, Any], tmp: Path, capsys: p
     return info.value.code, capsys.readouterr().err
 
 
-# One case of each kind against every stage script (the whole file is validated by every stage).
-STAGE_CASES = [BAD[0], BAD[2], BAD[6], BAD[13], BAD[19], BAD[31], BAD[37], BAD[41]]
+# Cases of each kind (typo, type, range, missing path, registry name, tasks.<name> typo, method and metric params)
+# against every stage script: the whole file is validated by every stage.
+STAGE_CASES = [case for case in BAD if case[2].split(":")[0] in {
+    "render.resolutoin", "render.max_objects", "render.resolution", "train.models.resnet-small.model.pretrained_file",
+    "concepts.diffusion.pretrained", "concepts.generators", "tasks.unique-query.targte", "attribute.split",
+    "attribute.methods.integrated_gradients.stpes", "evaluate.metrics.mass_accuracy.sweep.pooling"}]
+assert len(STAGE_CASES) == 10  # a changed message must not drop a case silently
 
 
 @pytest.mark.parametrize("stage", STAGES)
