@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from helpers import ROOT
 
@@ -261,9 +262,14 @@ def test_listing_names_every_method_and_metric_with_its_params(capsys: pytest.Ca
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_declared_method_params_are_what_the_method_takes(name: str) -> None:
-    """The declared names are the ones the method accepts, and its declared defaults validate."""
-    declared = method_params(name)
-    validate_params({"attribute": {"methods": {name: {k: p.default for k, p in declared.items()}}}})
+    """Every declared param, given explicitly, validates and the method accepts it (it rejects unknown ones)."""
+    from attribution.attr_helpers import FAST, tiny_resnet
+
+    params = {k: p.default for k, p in method_params(name).items()} | FAST.get(name, {})
+    validate_params({"attribute": {"methods": {name: params}}})
+    images = torch.rand((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    maps = METHODS.get(name)(tiny_resnet(), images, torch.tensor([0, 1]), batch_size=2, **params)
+    assert maps.shape[0] == 2 and maps.shape[2:] == images.shape[2:]
 
 
 @pytest.mark.parametrize("name", METRICS.names())
