@@ -121,14 +121,14 @@ class LayerMethod(Method):
 class FunctionMethod(Method):
     """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``."""
 
+    fixed = ("model", "images", "targets", "batch_size")  # the call's arguments; the rest are params
+
     def __init__(self, fn: Callable[..., Tensor]) -> None:
         self.fn = fn
-        fixed = ("model", "images", "targets", "batch_size")
-        self.known = [p for p in inspect.signature(fn).parameters if p not in fixed]
+        self.known = [p for p in inspect.signature(fn).parameters if p not in self.fixed]
 
     def params(self) -> dict[str, Param]:
-        return signature_params(self.fn, skip=("model", "images", "targets", "batch_size"),
-                                constraints=self.constraints)
+        return signature_params(self.fn, skip=self.fixed, constraints=self.constraints)
 
     def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
         check_params(self.name, params, self.known)

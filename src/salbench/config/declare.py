@@ -40,7 +40,7 @@ class OneOf:
         return value
 
     def __str__(self) -> str:
-        return "one of " + ", ".join(self.names)
+        return "in {" + ", ".join(self.names) + "}"
 
 
 def unknown_name(name: str, known: Iterable[str], what: str) -> str:
