@@ -318,4 +318,10 @@ def test_section_models_know_every_key_the_stages_read() -> None:
     assert set(S.Evaluate.model_fields) == set(STAGE_KEYS) and set(S.MetricKeys.model_fields) == set(METRIC_KEYS)
     assert set(S.PerturbationKeys.model_fields) | set(metric_params("aopc_morf")) == set(PERTURBATION_KEYS)
     assert set(S.ModelSpec.model_fields) == set(SPEC_KEYS)
+    stage_keys = {stage: set(runpy.run_path(str(ROOT / "stages" / f"{stage}.py"))["STAGE_KEYS"])
+                  for stage in ("render", "train", "attribute")}
+    assert set(S.Render.model_fields) == stage_keys["render"] | set(_dataclass_fields(
+        ROOT / "src/salbench/render/world.py", "World")) - {"values"}
+    assert set(S.Train.model_fields) == stage_keys["train"]
+    assert set(S.Attribute.model_fields) == stage_keys["attribute"]
     assert set(S.GENERATORS) == set(GENERATORS.names()) and set(S.TASK_PARAMS) == set(TASKS.names())

@@ -150,7 +150,7 @@ def type_name(hint: Any) -> str:
 
 
 def constraint_text(c: Any) -> str:
-    """E.g. ``>= 1`` for ``Ge(1)``, ``one of a, b`` for ``OneOf``."""
+    """E.g. ``>= 1`` for ``Ge(1)``, ``in {a, b}`` for ``OneOf``."""
     for cls, op, attr in ((at.Ge, ">=", "ge"), (at.Gt, ">", "gt"), (at.Le, "<=", "le"), (at.Lt, "<", "lt")):
         if isinstance(c, cls):
             return f"{op} {getattr(c, attr)}"
