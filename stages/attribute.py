@@ -9,6 +9,10 @@ Entries: salbench.attribution.spec (method, params, layers/combine, meta_lr, exp
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("attribute")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 import shutil
 import time

@@ -9,6 +9,10 @@ data/metrics/evaluate/<task>/<model>.json (`dvc metrics`) and data/evaluate/<tas
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("evaluate")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 import sys
 import time

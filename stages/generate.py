@@ -6,6 +6,10 @@ and sample grids of the diffusion training under train/).
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("generate")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 import time
 from pathlib import Path
@@ -17,11 +21,13 @@ from salbench.concepts import GeneratorContext, build_generator
 from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_training, save_generated
 from salbench.concepts.plots import counterfactual_grid, save_png
 from salbench.device import resolve_device
+from salbench.errors import cli
 from salbench.io import atomic_dir, provenance
 from salbench.models import set_deterministic
 from salbench.params import check_keys, load_params, section
 
 
+@cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--generator", required=True, help="generator name from params.yaml concepts.generators")

@@ -9,6 +9,10 @@ Writes data/concepts/permutation/ (h checkpoint, full results.json), data/metric
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("permutation")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 from pathlib import Path
 
@@ -20,11 +24,13 @@ from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_generated,
 from salbench.concepts.depict import json_number, summary
 from salbench.concepts.plots import save_importance_figure
 from salbench.device import resolve_device
+from salbench.errors import cli
 from salbench.io import atomic_dir, params_hash, provenance, write_json
 from salbench.models import load_checkpoint, save_checkpoint, set_deterministic
 from salbench.params import check_keys, load_params, section
 
 
+@cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")

@@ -8,6 +8,10 @@ data/report/index.html (self-contained: figures embedded as base64 PNG, captions
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("plot")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 from pathlib import Path
 

@@ -1,6 +1,10 @@
 """DVC stage `render@<task>`: render a task's train/val/test splits as shards + manifest + previews."""
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("render")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 import time
 from pathlib import Path

@@ -7,6 +7,10 @@ Fails after writing if the test accuracy is below train.min_test_accuracy (a num
 """
 from __future__ import annotations
 
+from salbench.config.validate import preflight
+
+preflight("train")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
+
 import argparse
 import time
 from collections.abc import Iterator, Mapping

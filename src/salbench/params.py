@@ -18,7 +18,10 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found; run from the repository root or pass --params")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML; fix it here: {e}") from None
 
 
 def section(params: Mapping[str, Any], name: str) -> dict[str, Any]:

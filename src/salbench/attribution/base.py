@@ -9,11 +9,13 @@ plain forward/backward pass also expose :meth:`Method.plan`, which lets :func:`a
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, Param, signature_params
 from ..registry import Registry
 from .engine import PLAIN, Plan, Reader, Request, _check_inputs, execute
 from .model import resolve_layer
@@ -23,6 +25,12 @@ class Method:
     """A saliency method with the uniform call signature; subclasses define ``plan`` or ``compute``."""
 
     name = "method"
+    constraints: Mapping[str, Any] = {}  # ranges and name choices of params, declared by `register`
+    takes_base_params = False  # also takes the params of the method named by its `base` param
+
+    def params(self) -> dict[str, Param]:
+        """The params this method takes (types and defaults from its signature, constraints from `register`)."""
+        return signature_params(self.plan, skip=("model",), constraints=self.constraints)
 
     def plan(self, model: nn.Module, **params: Any) -> Plan | None:
         """Engine requests for these params, or None when the method runs its own passes."""
@@ -51,9 +59,10 @@ class Method:
 METHODS: Registry[Method] = Registry("attribution method")
 
 
-def register(name: str, method: Method) -> Method:
-    """Register ``method`` under its params.yaml name."""
-    method.name = name
+def register(name: str, method: Method, **constraints: Any) -> Method:
+    """Register ``method`` under its params.yaml name, declaring ranges and choices of its params
+    (e.g. ``steps=Ge(1)``, see :mod:`salbench.config.declare`)."""
+    method.name, method.constraints = name, constraints
     return METHODS.register(name)(method)
 
 
@@ -95,6 +104,12 @@ class LayerMethod(Method):
     def __init__(self, read: Reader, choices: Mapping[str, Registry] | None = None, **defaults: Any) -> None:
         self.read, self.choices, self.defaults = read, dict(choices or {}), defaults
 
+    def params(self) -> dict[str, Param]:
+        choices = {k: OneOf(r) for k, r in self.choices.items()}
+        options = signature_params(self.read, skip=("act", "grad"), constraints={**choices, **self.constraints})
+        return {"layer": Param("layer", str | None, None),  # type: ignore[arg-type]
+                **{k: dataclasses.replace(options[k], default=v) for k, v in self.defaults.items()}}
+
     def plan(self, model: nn.Module, layer: str | None = None, **options: Any) -> Plan:
         check_params(self.name, options, list(self.defaults))
         for key, registry in self.choices.items():
@@ -106,10 +121,14 @@ class LayerMethod(Method):
 class FunctionMethod(Method):
     """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``."""
 
+    fixed = ("model", "images", "targets", "batch_size")  # the call's arguments; the rest are params
+
     def __init__(self, fn: Callable[..., Tensor]) -> None:
         self.fn = fn
-        fixed = ("model", "images", "targets", "batch_size")
-        self.known = [p for p in inspect.signature(fn).parameters if p not in fixed]
+        self.known = [p for p in inspect.signature(fn).parameters if p not in self.fixed]
+
+    def params(self) -> dict[str, Param]:
+        return signature_params(self.fn, skip=self.fixed, constraints=self.constraints)
 
     def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
         check_params(self.name, params, self.known)

@@ -20,10 +20,12 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import Combined, Explain, MetricInputs, Values, batches, explain_batched, metric, predict
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 from .ssim import ssim_index
 from .transforms import GEOMETRIC, TRANSFORMS, Transform, sample_magnitudes
 
@@ -162,6 +164,7 @@ def cose_values(pairs: CosePairs) -> list[Values | Combined]:
 
 
 @metric("cose", needs=("explain", "model_changes"), scores="correct")
+@declare(transforms=OneOf(TRANSFORMS), per_image=Ge(1), pooling=OneOf(POOLINGS))
 def cose_metric(
     inputs: MetricInputs,
     *,

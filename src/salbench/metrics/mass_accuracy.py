@@ -7,8 +7,9 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric, undefined_where_nonfinite
-from .pooling import pool_non_negative
+from .pooling import POOLINGS, SIGNED_POOLINGS, pool_non_negative
 
 
 def _mass_accuracy(R: Tensor, M: Tensor, pooling: str) -> Tensor:
@@ -28,6 +29,7 @@ def relevance_mass_accuracy(R: Tensor, M: Tensor, pooling: str = "l2_sq") -> Ten
 
 
 @metric("mass_accuracy", needs=("maps", "masks"), scores="correct", variant_params=("pooling",))
+@declare(pooling=OneOf([p for p in POOLINGS if p not in SIGNED_POOLINGS], "non-negative pooling"))
 def mass_accuracy_metric(inputs: MetricInputs, *, pooling: str = "l2_sq") -> list[Values]:
     """Relevance mass accuracy per sample (the correctly classified ones are scored)."""
     return [Values(relevance_mass_accuracy(inputs.maps, inputs.masks, pooling))]

@@ -11,10 +11,12 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import MetricInputs, Values, as_maps, batches, metric, require_eval, undefined_where_nonfinite
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 ORDERS = ("morf", "lerf")
 SCORES = ("probability", "logit")
@@ -121,6 +123,8 @@ def pixel_perturbation(
 
 
 @metric("aopc", needs=("maps",), scores="correct")
+@declare(order=OneOf(ORDERS, "order"), steps=Ge(2), baseline=OneOf(BASELINES, "baseline"), patch=Ge(1),
+         pooling=OneOf(POOLINGS), score=OneOf(SCORES, "score"))
 def aopc_metric(
     inputs: MetricInputs,
     *,

@@ -6,10 +6,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric, undefined_where_nonfinite
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
@@ -42,6 +44,7 @@ def pointing_game(R: Tensor, M: Tensor, tolerance: int = 0, pooling: str = "max_
 
 
 @metric("pointing_game", needs=("maps", "masks"), scores="correct")
+@declare(tolerance=Ge(0), pooling=OneOf(POOLINGS))
 def pointing_game_metric(inputs: MetricInputs, *, tolerance: int = 0, pooling: str = "max_norm") -> list[Values]:
     """Pointing-game hit (1/0) per sample (the correctly classified ones are scored)."""
     return [Values(pointing_game(inputs.maps, inputs.masks, tolerance, pooling))]

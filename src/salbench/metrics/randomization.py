@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config.declare import OneOf, declare
 from .base import SIMILARITIES, Explain, MetricInputs, Similarity, Values, explain_batched, metric, predict
 
 DEFAULT_SIMILARITIES = ("spearman_abs", "spearman", "ssim", "hog")
@@ -190,11 +191,13 @@ def _model_randomization_metric(cascading: bool) -> Callable[..., list[Values]]:
     return fn
 
 
-metric("cascading_randomization", needs=("explain",), scores="all")(_model_randomization_metric(cascading=True))
-metric("independent_randomization", needs=("explain",), scores="all")(_model_randomization_metric(cascading=False))
+for _name, _cascading in (("cascading_randomization", True), ("independent_randomization", False)):
+    metric(_name, needs=("explain",), scores="all")(
+        declare(similarities=OneOf(SIMILARITIES))(_model_randomization_metric(cascading=_cascading)))
 
 
 @metric("data_randomization", needs=("explain", "random_label_model"), scores="all")
+@declare(similarities=OneOf(SIMILARITIES))
 def data_randomization_metric(
     inputs: MetricInputs, *, similarities: Sequence[str] = DEFAULT_SIMILARITIES
 ) -> list[Values]:

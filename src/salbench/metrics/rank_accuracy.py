@@ -7,8 +7,9 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ..config.declare import OneOf, declare
 from .base import MetricInputs, Values, as_maps, check_masks, in_chunks, metric, undefined_where_nonfinite
-from .pooling import pool_channels
+from .pooling import POOLINGS, pool_channels
 
 
 def kth_smallest(x: Tensor, k: Tensor) -> Tensor:
@@ -54,6 +55,7 @@ def relevance_rank_accuracy(R: Tensor, M: Tensor, pooling: str = "max_norm") -> 
 
 
 @metric("rank_accuracy", needs=("maps", "masks"), scores="correct", variant_params=("pooling",))
+@declare(pooling=OneOf(POOLINGS))
 def rank_accuracy_metric(inputs: MetricInputs, *, pooling: str = "max_norm") -> list[Values]:
     """Relevance rank accuracy per sample (the correctly classified ones are scored)."""
     return [Values(relevance_rank_accuracy(inputs.maps, inputs.masks, pooling))]

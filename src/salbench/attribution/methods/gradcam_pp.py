@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from annotated_types import Gt
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,4 +21,4 @@ def gradcam_pp_read(act: Tensor, grad: Tensor, eps: float = 1e-7) -> Tensor:
     return F.relu((weights * act).sum(1, keepdim=True))
 
 
-register("gradcam_pp", LayerMethod(gradcam_pp_read, eps=1e-7))
+register("gradcam_pp", LayerMethod(gradcam_pp_read, eps=1e-7), eps=Gt(0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from ..base import Method, check_params, register
@@ -30,4 +31,4 @@ class IntegratedGradients(Method):
         return Plan((request,), functools.partial(_times_delta, baseline=float(baseline)))
 
 
-register("integrated_gradients", IntegratedGradients())
+register("integrated_gradients", IntegratedGradients(), steps=Ge(1))

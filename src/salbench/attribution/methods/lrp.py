@@ -10,6 +10,7 @@ network, i.e. after a wrapper's input normalisation.
 """
 from __future__ import annotations
 
+from annotated_types import Gt
 import torch
 from torch import Tensor, nn
 
@@ -88,4 +89,4 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
     return torch.cat(chunks)
 
 
-register("lrp", FunctionMethod(lrp))
+register("lrp", FunctionMethod(lrp), epsilon=Gt(0), stabilizer=Gt(0))

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from annotated_types import Ge
 from torch import Tensor, nn
 
-from ..base import Method, get_method, register
+from ...config.declare import OneOf
+from ..base import METHODS, Method, get_method, register
 from ..engine import Noise, Plan, with_sampler
 
 
 class NoiseWrapper(Method):
     """Parameters: ``base`` (method name or Method, default "gradient"), ``samples`` (16), ``sigma``
     (0.15, a fraction of each image's value range), ``seed`` (0), and the base method's own params."""
+
+    takes_base_params = True
 
     def __init__(self, reduce: str) -> None:
         self.reduce = reduce
@@ -53,5 +57,5 @@ class NoiseWrapper(Method):
         return (squares / sampler.size - mean**2).clamp_min(0) if self.reduce == "var" else mean
 
 
-register("smoothgrad", NoiseWrapper("mean"))
-register("vargrad", NoiseWrapper("var"))
+register("smoothgrad", NoiseWrapper("mean"), base=OneOf(METHODS), samples=Ge(1), sigma=Ge(0))
+register("vargrad", NoiseWrapper("var"), base=OneOf(METHODS), samples=Ge(1), sigma=Ge(0))

@@ -1,0 +1,307 @@
+"""pydantic models of every params.yaml section: keys, types and ranges (unknown keys are errors).
+
+The models check structure; :mod:`salbench.config.validate` adds what needs several keys or the registries
+(method and metric entries, task definitions, cross-section names) and turns every error into a ParamsError.
+Keys and defaults mirror what each stage reads (``TrainConfig``, ``DiffusionConfig``, ``World``, ...);
+tests/reliability/test_params.py checks that they stay in step.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from ..attribution import METHODS
+from ..attribution.spec import FAMILIES
+from ..attribution.wrappers import COMBINATIONS, TARGETS
+from ..metrics.perturbation import ORDERS
+from ..plots import FIGURES
+from ..render.tasks import TASKS
+from ..render.world import KNOWN
+from .declare import OneOf
+
+SPLITS = ("train", "val", "test")
+# salbench.concepts.GENERATORS, named here so that checking params does not import diffusers' dependencies.
+GENERATORS = ("renderer", "diffusion")
+
+PosInt = Annotated[int, Ge(1)]
+NonNegInt = Annotated[int, Ge(0)]
+PosFloat = Annotated[float, Gt(0)]
+NonNegFloat = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Ge(0), Le(1)]
+Split = Literal["train", "val", "test"]
+ObjectAttribute = Literal["shape", "color", "material", "size"]
+_DEVICE = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
+
+
+def _device(name: str) -> str:
+    if not _DEVICE.match(name):
+        raise ValueError(f"{name!r} is not a device; use cpu, cuda, cuda:N or auto")
+    return name
+
+
+def names(choices: Any, what: str = "name") -> AfterValidator:
+    """A str (or list of str) validator: each must be one of ``choices`` (a Registry or names)."""
+    return AfterValidator(OneOf(choices, what))
+
+
+Device = Annotated[str, AfterValidator(_device)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+
+
+# ---- render and tasks -------------------------------------------------------------------------------------------
+
+class Splits(Section):
+    train: PosInt
+    val: PosInt
+    test: PosInt
+
+
+class Render(Section):
+    seed: int = 0
+    resolution: Annotated[int, Ge(32)] = 128
+    splits: Splits
+    tasks: Annotated[list[str], names(TASKS)] = []
+    workers: PosInt = 1
+    preview: NonNegInt = 16
+    min_objects: PosInt = 3
+    max_objects: PosInt = 8
+    shapes: Annotated[list[str], names(KNOWN["shape"], "shape")] = list(KNOWN["shape"])
+    colors: Annotated[list[str], names(KNOWN["color"], "color")] = list(KNOWN["color"])
+    materials: Annotated[list[str], names(KNOWN["material"], "material")] = list(KNOWN["material"])
+    sizes: Annotated[list[str], names(KNOWN["size"], "size")] = list(KNOWN["size"])
+    extent: PosFloat = 3.0
+    min_distance: NonNegFloat = 0.25
+    min_pixels: PosInt = 40
+    camera_jitter: NonNegFloat = 0.5
+    light_jitter: NonNegFloat = 1.0
+    max_tries: PosInt = 200
+
+
+class UniqueQueryTask(Section):
+    """tasks.unique-query: exactly one object matches ``query``; the label is its ``target`` attribute."""
+
+    query: dict[ObjectAttribute, str] = {"material": "metal"}
+    target: ObjectAttribute = "color"
+
+
+class Spurious(Section):
+    concept: str | None = None
+    p: Fraction = 0.5
+    splits: list[Split] = ["train", "val"]
+
+
+class PresenceTask(Section):
+    """tasks.presence: the label is a boolean ``rule`` over named ``concepts`` (attribute queries)."""
+
+    concepts: dict[str, dict[ObjectAttribute, str]]
+    rule: str
+    spurious: Spurious | None = None
+    presence: Fraction = 0.5
+
+
+# tasks.<name> params per registered task (salbench.render.TASKS)
+TASK_PARAMS: dict[str, type[Section]] = {"unique-query": UniqueQueryTask, "presence": PresenceTask}
+
+
+# ---- train --------------------------------------------------------------------------------------------------------
+
+class TrainSettings(Section):
+    """salbench.models.TrainConfig."""
+
+    epochs: NonNegInt = 10
+    batch_size: PosInt = 64
+    lr: PosFloat = 2e-3
+    weight_decay: NonNegFloat = 0.05
+    warmup_epochs: NonNegFloat = 1.0
+    label_smoothing: Annotated[float, Ge(0), Lt(1)] = 0.0
+    grad_clip: NonNegFloat = 1.0
+    flip: bool = True
+    shift: NonNegInt = 0
+    stop_at_train_accuracy: Fraction = 0.0
+    checkpoint_epochs: list[PosInt] = []
+    eval_batch_size: PosInt = 250
+
+
+class ModelSpec(Section):
+    """salbench.models.as_spec: a registered arch or timm name, weights to start from."""
+
+    arch: str | None = None
+    kwargs: dict[str, Any] = {}
+    pretrained: bool | str | None = None
+    pretrained_file: str | None = None  # a local weights file (must exist)
+    checkpoint: str | None = None  # a salbench checkpoint dir (must exist when the train stage runs)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+class RandomLabels(TrainSettings):
+    n_train: NonNegInt = 0
+
+
+class TrainModel(TrainSettings):
+    model: str | ModelSpec | None = None
+    random_labels: RandomLabels | None = None
+
+
+class Train(Section):
+    seed: int = 0
+    device: Device = "cpu"
+    tasks: list[str] = []
+    min_test_accuracy: Fraction | dict[str, Fraction] = 0.0
+    models: dict[str, TrainModel | None] = {}
+
+
+# ---- concepts (DEPICT) ---------------------------------------------------------------------------------------------
+
+class RendererGenerator(Section):
+    tries: PosInt = 20
+
+
+class Diffusion(Section):
+    """salbench.concepts.diffusion.DiffusionConfig."""
+
+    pretrained: str | None = None  # a diffusers pipeline dir (must exist) or a hub id `org/name`
+    resolution: PosInt = 32
+    steps: PosInt = 300
+    batch_size: PosInt = 32
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 0.01
+    warmup_steps: NonNegInt = 20
+    grad_clip: NonNegFloat = 1.0
+    ema_decay: Annotated[float, Ge(0), Lt(1)] = 0.99
+    p_uncond: Annotated[float, Ge(0), Lt(1)] = 0.1
+    flip: bool = True
+    channels: list[PosInt] = [32, 64, 64]
+    layers_per_block: PosInt = 1
+    attention_head_dim: PosInt = 8
+    text_dim: PosInt = 64
+    text_layers: PosInt = 2
+    text_heads: PosInt = 2
+    train_timesteps: PosInt = 1000
+    beta_schedule: str = "linear"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
+    log_every: PosInt = 10
+    sample_every: NonNegInt = 100
+    inference_steps: PosInt = 10
+    guidance_scale: NonNegFloat = 2.0
+    sample_batch_size: PosInt = 64
+
+
+class ConceptClassifier(TrainSettings):
+    """concepts.h: the model spec's arch and kwargs, its input resolution, and TrainConfig settings."""
+
+    arch: str = "resnet-small"
+    kwargs: dict[str, Any] = {}
+    resolution: PosInt | None = None
+
+
+class Concepts(Section):
+    task: str = "presence"
+    split: Split = "test"
+    n_images: NonNegInt = 0
+    concepts: list[str] | None = None
+    permutations: PosInt = 3
+    seed: int = 0
+    device: Device = "cpu"
+    generators: Annotated[list[str], names(GENERATORS, "generator")] = ["renderer"]
+    models: list[str] = []
+    batch_size: PosInt = 250
+    preview: NonNegInt = 8
+    saliency: Annotated[str, names(METHODS)] = "gradcam"
+    renderer: RendererGenerator | None = None
+    diffusion: Diffusion | None = None
+    h: ConceptClassifier | None = None
+
+
+# ---- attribute ----------------------------------------------------------------------------------------------------
+
+class Attribute(Section):
+    tasks: list[str] = []
+    seed: int = 0
+    device: Device = "cpu"
+    batch_size: PosInt = 32
+    split: Split = "test"
+    checkpoint: str = "final"
+    explain: Annotated[str, names(TARGETS)] = "predicted"
+    methods: dict[str, dict[str, Any] | None] = {}  # entries: checked by validate.method_entry
+
+
+class EntryKeys(Section):
+    """The keys of an attribute.methods entry that are not the method's params (salbench.attribution.spec)."""
+
+    method: Annotated[str, names(METHODS)] | None = None
+    layers: Annotated[list[str], MinLen(1)] | None = None
+    combine: Annotated[str, names(COMBINATIONS)] = "product"
+    weights: list[float] | None = None
+    meta_lr: PosFloat | None = None
+    explain: Annotated[str, names(TARGETS)] | None = None
+    families: Annotated[list[str], names(FAMILIES, "family")] = list(FAMILIES)
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------------------
+
+class MetricKeys(Section):
+    """The keys of an evaluate metric entry that the stage reads; every other key is the metric's param."""
+
+    samples: PosInt | None = None
+    methods: list[str] | None = None
+    sweep: dict[str, Annotated[list[Any], MinLen(1)]] = {}
+
+
+class PerturbationKeys(Section):
+    """evaluate.perturbation keys besides the aopc metrics' params."""
+
+    orders: Annotated[list[str], names(ORDERS, "order")] = list(ORDERS)
+    samples: PosInt | None = None
+    methods: list[str] | None = None
+
+
+class LayerStudy(Section):
+    entries: dict[str, list[str]] = {}
+    metrics: dict[str, dict[str, Any] | None] = {}
+
+
+class MetaSaliency(Section):
+    lr: PosFloat
+    samples: PosInt | None = None
+    methods: list[str] | None = None
+    metrics: dict[str, dict[str, Any] | None] = {}
+
+
+class Evaluate(Section):
+    seed: int = 0
+    device: Device = "cpu"
+    batch_size: PosInt = 64
+    n_boot: PosInt = 1000
+    methods: list[str] | None = None
+    examples: NonNegInt = 4
+    metrics: dict[str, dict[str, Any] | None] = {}
+    perturbation: dict[str, Any] | None = None
+    layer_study: LayerStudy | None = None
+    meta_saliency: MetaSaliency | None = None
+
+
+# ---- plot and the whole file ----------------------------------------------------------------------------------------
+
+class Plot(Section):
+    figures: Annotated[list[str], names(FIGURES)] | None = None
+    dpi: PosInt = 110
+
+
+class Params(Section):
+    """The whole params.yaml; every section is optional (a stage requires its own, see validate.STAGE_SECTIONS)."""
+
+    render: Render | None = None
+    tasks: dict[str, dict[str, Any] | None] | None = None
+    train: Train | None = None
+    concepts: Concepts | None = None
+    attribute: Attribute | None = None
+    evaluate: Evaluate | None = None
+    plot: Plot | None = None
+
