@@ -16,7 +16,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from ..attribution import METHODS
 from ..attribution.spec import FAMILIES
 from ..attribution.wrappers import COMBINATIONS, TARGETS
-from ..metrics.perturbation import ORDERS
 from ..plots import FIGURES
 from ..render.tasks import TASKS
 from ..render.world import KNOWN
@@ -254,14 +253,6 @@ class MetricKeys(Section):
     sweep: dict[str, Annotated[list[Any], MinLen(1)]] = {}
 
 
-class PerturbationKeys(Section):
-    """evaluate.perturbation keys besides the aopc metrics' params."""
-
-    orders: Annotated[list[str], names(ORDERS, "order")] = list(ORDERS)
-    samples: PosInt | None = None
-    methods: list[str] | None = None
-
-
 class LayerStudy(Section):
     entries: dict[str, list[str]] = {}
     metrics: dict[str, dict[str, Any] | None] = {}
@@ -282,7 +273,6 @@ class Evaluate(Section):
     methods: list[str] | None = None
     examples: NonNegInt = 4
     metrics: dict[str, dict[str, Any] | None] = {}
-    perturbation: dict[str, Any] | None = None
     layer_study: LayerStudy | None = None
     meta_saliency: MetaSaliency | None = None
 

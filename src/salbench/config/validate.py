@@ -51,7 +51,8 @@ def method_params(name: str) -> dict[str, Param]:
 
 def metric_params(name: str) -> dict[str, Param]:
     """The params metric ``name`` declares (besides n_boot and seed, which the stage passes)."""
-    return signature_params(METRICS.get(name), skip=METRIC_FIXED)
+    metric = METRICS.get(name)
+    return signature_params(getattr(metric, "fn", metric), skip=METRIC_FIXED)
 
 
 def describe(params: Mapping[str, Param]) -> str:
@@ -81,13 +82,6 @@ def _method_model(method: str, base: str | None) -> type[BaseModel]:
 def _metric_model(name: str) -> type[BaseModel]:
     return _entry(S.MetricKeys, name, metric_params(name),
                   f"{describe(metric_params(name))}; entry keys: {', '.join(S.MetricKeys.model_fields)}")
-
-
-@functools.cache
-def _perturbation_model() -> type[BaseModel]:
-    """evaluate.perturbation: its own keys and the aopc metrics' params."""
-    return _entry(S.PerturbationKeys, "perturbation", metric_params("aopc_morf"),
-                  f"{', '.join(S.PerturbationKeys.model_fields)}, {describe(metric_params('aopc_morf'))}")
 
 
 # ---- pydantic errors as messages --------------------------------------------------------------------------------
@@ -450,17 +444,15 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
             _names_in(p.attribute.tasks, p.train.tasks, "attribute.tasks", "in train.tasks", errors)
 
     if p.evaluate:
-        ev, raw = p.evaluate, params["evaluate"]
+        ev = p.evaluate
         for name, entry in ev.metrics.items():
             metric_entry(name, entry, f"evaluate.metrics.{name}", errors)
-        pert = _check(_perturbation_model(), raw.get("perturbation"), "evaluate.perturbation", errors,
-                      owner="perturbation")
         for block, sub in (("layer_study", ev.layer_study), ("meta_saliency", ev.meta_saliency)):
             for name, entry in (sub.metrics if sub else {}).items():
                 metric_entry(name, entry, f"evaluate.{block}.metrics.{name}", errors)
         if p.attribute is not None:
             known = list(p.attribute.methods)
-            named = {"evaluate.methods": ev.methods, "evaluate.perturbation.methods": pert and pert.methods,
+            named = {"evaluate.methods": ev.methods,
                      "evaluate.meta_saliency.methods": ev.meta_saliency and ev.meta_saliency.methods}
             named.update({f"evaluate.metrics.{n}.methods": (e or {}).get("methods") for n, e in ev.metrics.items()})
             named.update({f"evaluate.layer_study.entries.{g}": v
