@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..attribution import build
-from ..attribution.cache import MANIFEST, cache_key, load_maps
+from ..attribution.cache import MANIFEST, cache_key, load_maps, method_inputs
 from ..io import atomic_file, file_hash, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
@@ -42,9 +42,11 @@ def check_entry_names(config: EvalConfig, known: Iterable[str]) -> None:
 
 
 def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model: torch.nn.Module,
-                 model_hash: str, targets: Tensor, seed: int, stage: str) -> dict[str, Entry]:
+                 model_hash: str, targets: Tensor, seed: int, stage: str,
+                 inputs: Mapping[str, Tensor] | None = None) -> dict[str, Entry]:
     """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps; a missing or
-    stale cache raises naming ``stage`` (the attribute stage that writes ``maps_dir``)."""
+    stale cache raises naming ``stage`` (the attribute stage that writes ``maps_dir``). ``inputs``: the
+    per-sample inputs the attribute stage passed (``masks``), which the keys of the control entries cover."""
     entries = {}
     for name, spec in methods.items():
         built = build(name, spec, family)
@@ -53,7 +55,7 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
         method, params = built
         layer = ",".join(method.layers(model, **params)) or None
         require(maps_dir / name / MANIFEST, stage)
-        key = cache_key(model_hash, name, spec or {}, layer, targets, seed)
+        key = cache_key(model_hash, name, spec or {}, layer, targets, seed, method_inputs(method.needs, inputs or {}))
         load = functools.partial(_load, maps_dir / name, key, stage)
         entries[name] = Entry(name, method, params, load, _short_layer(layer, model))
     return entries

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..base import Method, get_method, register
+from ..base import Method, get_method, register, reject_needs
 from ..engine import Noise, Plan, with_sampler
 
 
@@ -30,6 +30,7 @@ class NoiseWrapper(Method):
 
     def plan(self, model: nn.Module, base: str | Method = "gradient", samples: int = 16, sigma: float = 0.15,
              seed: int = 0, **base_params: Any) -> Plan | None:
+        reject_needs(get_method(base), self.name)
         base_plan = get_method(base).plan(model, **base_params)
         sampler = self._sampler(samples, sigma, seed)
         return None if base_plan is None else with_sampler(base_plan, sampler, self.reduce)
