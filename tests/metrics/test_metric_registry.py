@@ -26,12 +26,15 @@ NEEDS = {
     "data_randomization": "random_label_model",
     "cose": "explain",
     "class_sensitivity": "explain",
+    "smooth_mprt": "explain",
+    "efficient_mprt": "explain",
 }
 CORRECT_ONLY = {"mass_accuracy", "rank_accuracy", "pointing_game", "aopc_morf", "aopc_lerf"}
 FAST = {
     "aopc_morf": {"steps": 5},
     "aopc_lerf": {"steps": 5},
     "cose": {"transforms": ["rotate", "hflip", "contrast"], "per_image": 1},
+    "smooth_mprt": {"noise_samples": 3},
 }
 
 

@@ -122,15 +122,16 @@ def _pooled(explain: Explain, pooling: str | None) -> Explain:
 
 
 @METRICS.register("smooth_mprt")
-def smooth_mprt_metric(inputs: MetricInputs, *, samples: int = 50, noise: float = 0.1, randomization_seed: int = 42,
-                       order: str = "bottom_up", abs: bool = True, pooling: str | None = "sum", n_boot: int = 1000,
-                       seed: int = 0) -> dict[str, Summary]:
-    """sMPRT over all samples, explaining the predictions; ``pooling`` pools the maps' channels first
-    (``sum``: as quantus.explain does; None: every channel)."""
+def smooth_mprt_metric(inputs: MetricInputs, *, noise_samples: int = 50, noise: float = 0.1,
+                       randomization_seed: int = 42, order: str = "bottom_up", abs: bool = True,
+                       pooling: str | None = "sum", n_boot: int = 1000, seed: int = 0) -> dict[str, Summary]:
+    """sMPRT over all samples, explaining the predictions, with ``noise_samples`` maps per denoised map
+    (Quantus's ``nr_samples``); ``pooling`` pools the maps' channels first (``sum``: as quantus.explain
+    does; None: every channel)."""
     inputs.need("smooth_mprt", "explain")
     values = smooth_mprt(inputs.model, _pooled(inputs.explain, pooling), inputs.images, inputs.predictions,
-                         samples=samples, noise=noise, seed=randomization_seed, noise_seed=seed, order=order, abs=abs,
-                         batch_size=inputs.batch_size)
+                         samples=noise_samples, noise=noise, seed=randomization_seed, noise_seed=seed, order=order,
+                         abs=abs, batch_size=inputs.batch_size)
     return {"smooth_mprt": summary(values, n_boot=n_boot, seed=seed)}
 
 

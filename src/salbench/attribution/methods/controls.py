@@ -25,15 +25,24 @@ SOBEL_SMOOTH = (1.0, 2.0, 1.0)
 SOBEL_DIFF = (-1.0, 0.0, 1.0)
 
 
+def _correlate(x: Tensor, weights: Tensor, dim: int) -> Tensor:
+    """Correlate x along ``dim`` (-1 or -2) with odd-length ``weights``, edge values replicated; same shape.
+    Shifted weighted adds: several times faster than a one-channel conv2d on a CPU."""
+    radius = len(weights) // 2
+    pad = (radius, radius, 0, 0) if dim == -1 else (0, 0, radius, radius)
+    padded = F.pad(x, pad, mode="replicate")
+    size = x.shape[dim]
+    out = torch.zeros_like(x)
+    for k, w in enumerate(weights.tolist()):
+        if w != 0:
+            out.add_(padded.narrow(dim, k, size), alpha=w)
+    return out
+
+
 def separable_filter(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """Correlate every channel of x (N×C×H×W) with the outer product rows ⊗ cols (odd lengths),
     edge pixels replicated; N×C×H×W."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n * c, 1, h, w)
-    pr, pc = len(rows) // 2, len(cols) // 2
-    out = F.conv2d(F.pad(flat, (pc, pc, 0, 0), mode="replicate"), cols.view(1, 1, 1, -1).to(x))
-    out = F.conv2d(F.pad(out, (0, 0, pr, pr), mode="replicate"), rows.view(1, 1, -1, 1).to(x))
-    return out.reshape(n, c, h, w)
+    return _correlate(_correlate(x, cols, -1), rows, -2)
 
 
 def sobel_magnitude(images: Tensor) -> Tensor:
