@@ -275,7 +275,8 @@ def main() -> None:
             lambda: smooth_mprt(model, gradient_sum, x_mprt, y_mprt, samples=samples, noise_seed=0, batch_size=k),
             args.repeat,
         )
-        rows.append((f"smooth_mprt ({samples} samples), N={k}", t_ours, t_ref, "quantus.SmoothMPRT", max_diff(out, ref)))
+        diff = max_diff(out, ref)
+        rows.append((f"smooth_mprt ({samples} noise samples), N={k}", t_ours, t_ref, "quantus.SmoothMPRT", diff))
 
     def efficient() -> None:
         metric = quantus.EfficientMPRT(seed=42, disable_warnings=True)
