@@ -77,7 +77,9 @@ def check_needs(method: Method, n: int, given: Mapping[str, Any]) -> None:
         if not isinstance(value, Tensor) or value.dim() == 0 or len(value) != n:
             got = "nothing" if value is None else f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
             raise SalbenchError(f"method {method.name!r} needs {key}=<tensor with {n} rows, one per image>, got "
-                                f"{got}; pass it as a keyword (attribute_many(..., {key}=...) passes it on)")
+                                f"{got}; pass it as a keyword (attribute_many(..., {key}=...) passes it on). A "
+                                f"metric that recomputes maps on new inputs has no {key} to give: leave "
+                                f"{method.name!r} out of its methods")
 
 
 def reject_needs(base: Method, wrapper: str) -> None:
