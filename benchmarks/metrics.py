@@ -1,10 +1,19 @@
 """Metric speed against reference implementations on the same inputs, in one run.
 
 References: Quantus 0.6 (RelevanceMassAccuracy, RelevanceRankAccuracy, PointingGame, PixelFlipping,
-MPRT) and per-map loops over scikit-image / scipy (SSIM, HOG, Spearman) with the Sanity Checks
-normalisations in numpy. Quantus's localisation metrics get the maps already channel-pooled, outside
-the timed region; ours pool N×3×H×W inside it. Each time is the best of --repeat runs; the last
-column is the largest difference between the two results (NaN-aware) on these inputs.
+MPRT, SmoothMPRT, EfficientMPRT) and per-map loops over scikit-image / scipy (SSIM, HOG, Spearman) with
+the Sanity Checks normalisations in numpy. Quantus's localisation metrics get the maps already
+channel-pooled, outside the timed region; ours pool N×3×H×W inside it. Each time is the best of
+--repeat runs; the last column is the largest difference between the two results (NaN-aware) on these
+inputs, over the points both compute (pixel flipping: the curve points where Quantus, which removes
+1024 of the 3·H·W channel values per step, has removed whole pixels).
+
+sMPRT and eMPRT explain with the gradient summed over channels (Quantus: its own ``quantus.explain``
+with method "Gradient", which SmoothMPRT calls whatever ``explain_func`` says); Quantus runs with
+``return_last_correlation``/``skip_layers`` so that both compute the same number. SmoothMPRT's noise
+comes from ``np.random.randn``, replaced during its call by a cycle over our draws (so both add the same
+noise and the difference column means something; this spares Quantus its numpy draws, so its time is
+a lower bound).
 
     python benchmarks/metrics.py --n 256 --size 128 --n-model 64 --threads 1
 """
@@ -12,6 +21,7 @@ column is the largest difference between the two results (NaN-aware) on these in
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 import warnings
 from typing import Callable
@@ -25,6 +35,7 @@ from torch import nn
 
 from salbench.metrics import (
     cascading_randomization,
+    efficient_mprt,
     hog_cell_size,
     hog_similarity,
     pixel_perturbation,
@@ -32,6 +43,7 @@ from salbench.metrics import (
     pool_channels,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
+    smooth_mprt,
     spearman,
     ssim,
 )
@@ -85,6 +97,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="maps for the map-only metrics")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--n-model", type=int, default=64, help="images for the metrics that run a model")
+    ap.add_argument("--n-mprt", type=int, default=16, help="images for sMPRT and eMPRT")
+    ap.add_argument("--mprt-samples", type=int, default=10, help="sMPRT noise samples (Quantus's default: 50)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only the rows whose name contains one of these")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -106,7 +121,12 @@ def main() -> None:
 
     rows = []
 
+    def wanted(name: str) -> bool:
+        return args.only is None or any(key in name for key in args.only)
+
     def localisation(name: str, ours: Callable, reference: type, pooling: str) -> None:
+        if not wanted(name):
+            return
         pooled = pool_channels(R, pooling)[:, None].numpy()
         metric = reference(disable_warnings=True)
         t_ref, ref = best_time(
@@ -123,6 +143,8 @@ def main() -> None:
     localisation("pointing_game", pointing_game, quantus.PointingGame, "max_norm")
 
     def loop_reference(name: str, ours: Callable, reference: Callable) -> None:
+        if not wanted(name):
+            return
         a, b = R.numpy(), R2.numpy()
         t_ref, ref = best_time(lambda: [reference(p, q) for p, q in zip(a, b)], args.repeat)
         t_ours, out = best_time(lambda: ours(R, R2), args.repeat)
@@ -152,71 +174,124 @@ def main() -> None:
     images = torch.rand(m, 3, size, size, generator=g)
     flip_maps = torch.randn(m, 1, size, size, generator=g)
     targets = torch.zeros(m, dtype=torch.long)
-    per_step = 1024  # Quantus: features of the channel-broadcast map per step; must divide H·W
-    steps = 3 * size * size // per_step
-    flipping = quantus.PixelFlipping(
-        features_in_step=per_step, normalise=False, perturb_baseline=0.0, disable_warnings=True
-    )
-    t_ref, ref = best_time(
-        lambda: flipping(
-            model=model,
-            x_batch=images.numpy(),
-            y_batch=targets.numpy(),
-            a_batch=flip_maps.numpy(),
-            device="cpu",
-            batch_size=m,
-            softmax=True,
-        ),
-        args.repeat,
-    )
-    t_ours, out = best_time(
-        lambda: pixel_perturbation(model, images, flip_maps, targets, steps=steps + 1, baseline=0.0, pooling="sum",
-                                   batch_size=m),
-        args.repeat,
-    )
-    rows.append(
-        (f"pixel_perturbation MoRF, {steps} steps, N={m}", t_ours, t_ref, "quantus.PixelFlipping", float("nan"))
-    )
 
-    one_class = tiny_cnn(size, 1)
+    def pixel_flipping() -> None:
+        per_step = 1024  # Quantus: features of the channel-broadcast map per step; must divide H·W
+        steps = 3 * size * size // per_step
+        flipping = quantus.PixelFlipping(
+            features_in_step=per_step, normalise=False, perturb_baseline=0.0, disable_warnings=True
+        )
+        t_ref, ref = best_time(
+            lambda: flipping(
+                model=model,
+                x_batch=images.numpy(),
+                y_batch=targets.numpy(),
+                a_batch=flip_maps.numpy(),
+                device="cpu",
+                batch_size=m,
+                softmax=True,
+            ),
+            args.repeat,
+        )
+        t_ours, out = best_time(
+            lambda: pixel_perturbation(model, images, flip_maps, targets, steps=steps + 1, baseline=0.0,
+                                       pooling="sum", batch_size=m),
+            args.repeat,
+        )
+        # Ours has steps + 1 points (the first unperturbed); after 3j of Quantus's steps it has removed the
+        # top 1024·j pixels in every channel, as our point 3j does.
+        whole = np.arange(3, steps + 1, 3)
+        diff = max_diff(out.scores.numpy()[:, whole], np.asarray(ref)[:, whole - 1])
+        rows.append((f"pixel_perturbation MoRF, {steps} steps, N={m}", t_ours, t_ref, "quantus.PixelFlipping", diff))
 
-    def quantus_similarity(a: np.ndarray, b: np.ndarray, batched: bool = True) -> np.ndarray:
-        a, b = (v.reshape(len(v), 3, size, size) for v in (a, b))
-        return np.array([stats.spearmanr(grayscale(p).ravel(), grayscale(q).ravel()).statistic for p, q in zip(a, b)])
+    def mprt() -> None:
+        one_class = tiny_cnn(size, 1)
 
-    def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs) -> np.ndarray:
-        return gradient(model, torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+        def quantus_similarity(a: np.ndarray, b: np.ndarray, batched: bool = True) -> np.ndarray:
+            a, b = (v.reshape(len(v), 3, size, size) for v in (a, b))
+            return np.array(
+                [stats.spearmanr(grayscale(p).ravel(), grayscale(q).ravel()).statistic for p, q in zip(a, b)]
+            )
 
-    mprt = quantus.MPRT(
-        similarity_func=quantus_similarity,
-        layer_order="top_down",
-        seed=0,
-        abs=False,
-        normalise=False,
-        disable_warnings=True,
-    )
-    t_ref, ref = best_time(
-        lambda: mprt(
-            model=one_class,
-            x_batch=images.numpy(),
-            y_batch=targets.numpy(),
-            a_batch=None,
-            explain_func=explain_func,
-            device="cpu",
-            batch_size=m,
-        ),
-        args.repeat,
-    )
-    t_ours, out = best_time(
-        lambda: cascading_randomization(
-            one_class, gradient, images, blocks=["5", "2", "0"], similarities=["spearman_abs"], seed=1, batch_size=m
-        ),
-        args.repeat,
-    )
-    diff = max_diff(out.similarity["spearman_abs"].numpy(), np.stack([ref[b] for b in ("5", "2", "0")]))
-    rows.append(
-        (f"cascading_randomization (3 blocks, spearman_abs), N={m}", t_ours, t_ref, "quantus.MPRT + scipy", diff)
-    )
+        def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs) -> np.ndarray:
+            return gradient(model, torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+
+        metric = quantus.MPRT(
+            similarity_func=quantus_similarity,
+            layer_order="top_down",
+            seed=0,
+            abs=False,
+            normalise=False,
+            disable_warnings=True,
+        )
+        t_ref, ref = best_time(
+            lambda: metric(
+                model=one_class,
+                x_batch=images.numpy(),
+                y_batch=targets.numpy(),
+                a_batch=None,
+                explain_func=explain_func,
+                device="cpu",
+                batch_size=m,
+            ),
+            args.repeat,
+        )
+        t_ours, out = best_time(
+            lambda: cascading_randomization(
+                one_class, gradient, images, blocks=["5", "2", "0"], similarities=["spearman_abs"], seed=1,
+                batch_size=m
+            ),
+            args.repeat,
+        )
+        diff = max_diff(out.similarity["spearman_abs"].numpy(), np.stack([ref[b] for b in ("5", "2", "0")]))
+        rows.append(
+            (f"cascading_randomization (3 blocks, spearman_abs), N={m}", t_ours, t_ref, "quantus.MPRT + scipy", diff)
+        )
+
+    k, samples = args.n_mprt, args.mprt_samples
+    x_mprt, y_mprt = images[:k], targets[:k]
+    quantus_gradient = {"explain_func": quantus.explain, "explain_func_kwargs": {"method": "Gradient"}}
+
+    def gradient_sum(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return gradient(model, images, targets).sum(1, keepdim=True)
+
+    def smooth() -> None:
+        gen = torch.Generator().manual_seed(0)
+        draws = [torch.randn(x_mprt.shape, generator=gen).numpy() for _ in range(samples - 1)]
+        metric = quantus.SmoothMPRT(nr_samples=samples, seed=42, return_last_correlation=True, skip_layers=True,
+                                    disable_warnings=True)
+
+        def reference() -> list[float]:
+            cycle, randn = itertools.cycle(draws), np.random.randn
+            np.random.randn = lambda *shape: next(cycle)
+            try:
+                return metric(model=model, x_batch=x_mprt.numpy(), y_batch=y_mprt.numpy(), a_batch=None,
+                              device="cpu", batch_size=k, **quantus_gradient)
+            finally:
+                np.random.randn = randn
+
+        t_ref, ref = best_time(reference, args.repeat)
+        t_ours, out = best_time(
+            lambda: smooth_mprt(model, gradient_sum, x_mprt, y_mprt, samples=samples, noise_seed=0, batch_size=k),
+            args.repeat,
+        )
+        diff = max_diff(out, ref)
+        rows.append((f"smooth_mprt ({samples} noise samples), N={k}", t_ours, t_ref, "quantus.SmoothMPRT", diff))
+
+    def efficient() -> None:
+        metric = quantus.EfficientMPRT(seed=42, disable_warnings=True)
+        t_ref, ref = best_time(
+            lambda: metric(model=model, x_batch=x_mprt.numpy(), y_batch=y_mprt.numpy(), a_batch=None, device="cpu",
+                           batch_size=k, **quantus_gradient),
+            args.repeat,
+        )
+        t_ours, out = best_time(lambda: efficient_mprt(model, gradient_sum, x_mprt, y_mprt, batch_size=k), args.repeat)
+        rows.append((f"efficient_mprt, N={k}", t_ours, t_ref, "quantus.EfficientMPRT", max_diff(out, ref)))
+
+    for name, row in (("pixel_perturbation", pixel_flipping), ("cascading_randomization", mprt),
+                      ("smooth_mprt", smooth), ("efficient_mprt", efficient)):
+        if wanted(name):
+            row()
 
     print(f"maps {size}x{size}, torch threads {args.threads}, best of {args.repeat}; speed-up = reference time / ours")
     print(f"{'metric':58s} {'ours ms':>9s} {'ref ms':>9s} {'speed-up':>9s}  {'max |diff|':>10s}  reference")

@@ -3,8 +3,10 @@
 Reads the checkpoint data/models/<task>/<model>/<attribute.checkpoint> and the split
 data/render/<task>/<attribute.split>; writes data/maps/<task>/<model>/<method>/ (safetensors shards +
 manifest, see salbench.attribution.cache). A method whose cache key (checkpoint hash, method, params,
-layers, targets, seed, attribution code) is unchanged keeps its maps; all others are computed together
-by salbench.attribution.attribute_many, which serves every single-pass method from shared passes.
+layers, targets, the per-sample inputs it reads, seed, attribution code) is unchanged keeps its
+maps; all others are computed together by salbench.attribution.attribute_many, which serves every
+single-pass method from shared passes. Methods that declare ``needs=("masks",)`` (the GT controls) get
+the split's ``gt_mask``.
 Entries: salbench.attribution.spec (method, params, layers/combine, meta_lr, explain, families).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 from salbench.attribution import attribute_many, build, call_targets, select_targets
-from salbench.attribution.cache import cache_key, is_fresh, save_maps
+from salbench.attribution.cache import cache_key, is_fresh, method_inputs, save_maps
 from salbench.device import resolve_device
 from salbench.errors import cli
 from salbench.io import file_hash
@@ -56,6 +58,7 @@ def main() -> None:
     images = preprocess(split["images"], manifest)
     labels = torch.from_numpy(split["label"]).long()
     targets = select_targets(model, images, labels, str(p.get("explain", "predicted")), batch_size)
+    inputs = {"masks": torch.from_numpy(split["gt_mask"]).bool()} if "gt_mask" in split else {}
 
     out = Path(args.out or f"data/maps/{args.task}/{args.model}")
     out.mkdir(parents=True, exist_ok=True)
@@ -67,24 +70,25 @@ def main() -> None:
         method, params = built
         layer = ",".join(method.layers(model, **params)) or None
         call, explained = call_targets(method, model, images, labels, targets, batch_size)  # per-entry `explain`
-        key = cache_key(model_hash, name, entry or {}, layer, explained, seed)
+        used = method_inputs(method.needs, inputs)
+        key = cache_key(model_hash, name, entry or {}, layer, explained, seed, used)
         if is_fresh(out / name, key):
             kept.append(name)
         else:
-            todo[name] = (method, params, layer, call, explained)
+            todo[name] = (method, params, layer, call, explained, used)
 
     t0 = time.perf_counter()
     # one shared-pass batch per distinct call targets (entries with their own `explain` get the true labels)
     groups: dict[bytes, list[str]] = {}
-    for name, (*_, call, _) in todo.items():
+    for name, (_, _, _, call, _, _) in todo.items():
         groups.setdefault(call.numpy().tobytes(), []).append(name)
     for names in groups.values():
         call = todo[names[0]][3]
-        maps = attribute_many(model, images, call, [todo[n][:2] for n in names], batch_size=batch_size)
+        maps = attribute_many(model, images, call, [todo[n][:2] for n in names], batch_size=batch_size, **inputs)
         for name, m in zip(names, maps):
-            _, _, layer, _, explained = todo[name]
+            _, _, layer, _, explained, used = todo[name]
             save_maps(out / name, m, explained, model_hash=model_hash, method=name,
-                      params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed)
+                      params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed, inputs=used)
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in todo and d.name not in kept):
         shutil.rmtree(stale)
     print(f"[attribute {args.task}/{args.model}] computed {sorted(todo)} in {time.perf_counter() - t0:.1f} s; "

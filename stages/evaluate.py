@@ -66,7 +66,7 @@ def main() -> None:
                     select_targets(models.model, images, labels, "predicted", config.batch_size))
     entries = load_entries(methods, models.model.family, Path(args.maps or f"data/maps/{name}"), models.model,
                            model_hash(model_dir), images, labels, targets, int(attribute.get("seed", 0)),
-                           f"attribute@{args.task}-{args.model}", config.batch_size)
+                           f"attribute@{args.task}-{args.model}", config.batch_size, {"masks": data.masks})
 
     t0 = time.perf_counter()
     report = evaluate(models, data, entries, config)

@@ -11,6 +11,8 @@ from attribution.attr_helpers import FAST, MODELS
 
 # Maps that are random by design: equal across calls with the same seed, not across batch splits.
 RANDOM_BY_DESIGN = {"random"}
+# Control maps: independent of the model and the class by design (tests/attribution/test_controls.py).
+CONTROLS = {"random", "edge", "gt_mask", "gt_blur"}
 CNN_ONLY = {"lrp"}
 CASES = [(m, k) for m in METHODS for k in MODELS if not (m in CNN_ONLY and k.startswith("vit"))]
 
@@ -20,6 +22,14 @@ def models():
     return {k: make() for k, make in MODELS.items()}
 
 
+def _inputs(method, images):
+    """The per-sample inputs a method declares (GT masks: a square per image), as keywords."""
+    masks = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool)
+    for i in range(len(masks)):
+        masks[i, 4 * i:4 * i + 10, 3 + 2 * i:15 + 2 * i] = True
+    return {key: {"masks": masks}[key] for key in method.needs}
+
+
 def _state(model):
     flags = [p.requires_grad for p in model.parameters()] + [m.training for m in model.modules()]
     return {k: v.clone() for k, v in model.state_dict().items()}, flags
@@ -27,7 +37,9 @@ def _state(model):
 
 @pytest.mark.parametrize("name,kind", CASES)
 def test_contract(name, kind, models, images, targets):
-    method, model, params = METHODS.get(name), models[kind], FAST.get(name, {})
+    method, model = METHODS.get(name), models[kind]
+    inputs = _inputs(method, images)
+    params = {**FAST.get(name, {}), **inputs}
     model.train()  # attribution must switch to eval mode itself and restore every module's mode
     next(model.children()).eval()
     before, flags = _state(model)
@@ -50,12 +62,13 @@ def test_contract(name, kind, models, images, targets):
     chunked = method(model, images, targets, batch_size=1, **params)
     torch.testing.assert_close(chunked, maps, rtol=1e-4, atol=1e-6)
     if name not in RANDOM_BY_DESIGN:
-        one_by_one = torch.cat([method(model, images[i:i + 1], targets[i:i + 1], **params) for i in range(n)])
+        one_by_one = torch.cat([method(model, images[i:i + 1], targets[i:i + 1], **FAST.get(name, {}),
+                                       **{k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)])
         torch.testing.assert_close(one_by_one, maps, rtol=1e-4, atol=1e-6)
     model.eval()
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS) - RANDOM_BY_DESIGN))
+@pytest.mark.parametrize("name", sorted(set(METHODS) - CONTROLS))
 def test_depends_on_target(name, models, images, targets):
     """A method that ignored the class would give the same map for every target."""
     model, params = models["cnn"], FAST.get(name, {})

@@ -27,10 +27,13 @@ DECLARED = {
     "data_randomization": ({"explain", "random_label_model"}, "all"),
     "cose": ({"explain", "model_changes"}, "correct"),
     "class_sensitivity": ({"explain"}, "all"),
+    "smooth_mprt": ({"explain"}, "all"),
+    "efficient_mprt": ({"explain"}, "all"),
 }
 FAST = {
     "aopc": {"steps": 5},
     "cose": {"transforms": ["rotate", "hflip", "contrast"], "per_image": 1},
+    "smooth_mprt": {"noise_samples": 3},
 }
 
 

@@ -6,6 +6,10 @@ on ``images.device`` (C' = C for input-space methods, 1 for layer methods). ``ba
 the inputs per forward pass on the model's device (images × IG steps or noise samples). Methods that read a
 plain forward/backward pass also expose :meth:`Method.plan`, which lets :func:`attribute_many`
 (and the attribute stage) serve them all from shared passes.
+
+A method that reads per-sample inputs besides the images declares them in ``needs`` (e.g. the GT-mask
+controls: ``("masks",)``) and takes each as a keyword of that name, a tensor with N along its first
+dimension (masks: N×H×W bool); :func:`attribute_many` hands each method the inputs it declares.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import Tensor, nn
 
 from ..config.declare import OneOf, Param, signature_params
+from ..errors import SalbenchError
 from ..registry import Registry
 from .engine import PLAIN, Plan, Reader, Request, _check_inputs, execute
 from .model import resolve_layer
@@ -31,6 +36,8 @@ class Method:
     def params(self) -> dict[str, Param]:
         """The params this method takes (types and defaults from its signature, constraints from `register`)."""
         return signature_params(self.plan, skip=("model",), constraints=self.constraints)
+    needs: tuple[str, ...] = ()
+    """Per-sample inputs the method reads besides the images, passed as keywords of these names."""
 
     def plan(self, model: nn.Module, **params: Any) -> Plan | None:
         """Engine requests for these params, or None when the method runs its own passes."""
@@ -47,6 +54,7 @@ class Method:
     def __call__(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int = 32,
                  **params: Any) -> Tensor:
         _check_inputs(images, targets)
+        check_needs(self, len(images), params)
         plan = self.plan(model, **params)
         if plan is not None:
             return execute(model, images, targets, [plan], batch_size=batch_size)[0]
@@ -69,6 +77,25 @@ def register(name: str, method: Method, **constraints: Any) -> Method:
 def get_method(method: str | Method) -> Method:
     """A method by registry name (unknown names list the known ones), or the method itself."""
     return method if isinstance(method, Method) else METHODS.get(method)
+
+
+def check_needs(method: Method, n: int, given: Mapping[str, Any]) -> None:
+    """Raise unless every input ``method.needs`` is in ``given`` as a tensor with ``n`` rows."""
+    for key in method.needs:
+        value = given.get(key)
+        if not isinstance(value, Tensor) or value.dim() == 0 or len(value) != n:
+            got = "nothing" if value is None else f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+            raise SalbenchError(f"method {method.name!r} needs {key}=<tensor with {n} rows, one per image>, got "
+                                f"{got}; pass it as a keyword (attribute_many(..., {key}=...) passes it on). A "
+                                f"metric that recomputes maps on new inputs has no {key} to give: leave "
+                                f"{method.name!r} out of its methods")
+
+
+def reject_needs(base: Method, wrapper: str) -> None:
+    """Wrappers call their base on transformed or sliced images; a base with per-sample inputs cannot follow."""
+    if base.needs:
+        raise SalbenchError(f"{wrapper} cannot wrap {base.name!r}: it reads per-sample inputs {list(base.needs)} "
+                            "(a control map); use it without wrappers")
 
 
 def check_params(name: str, params: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -119,16 +146,20 @@ class LayerMethod(Method):
 
 
 class FunctionMethod(Method):
-    """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``."""
+    """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``;
+    ``needs`` names keyword arguments of ``fn`` that are per-sample inputs rather than params."""
 
     fixed = ("model", "images", "targets", "batch_size")  # the call's arguments; the rest are params
 
-    def __init__(self, fn: Callable[..., Tensor]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[..., Tensor], needs: Sequence[str] = ()) -> None:
+        self.fn, self.needs = fn, tuple(needs)
         self.known = [p for p in inspect.signature(fn).parameters if p not in self.fixed]
+        missing = [k for k in self.needs if k not in self.known]
+        if missing:
+            raise TypeError(f"{fn.__name__} does not take the inputs it needs: {missing}")
 
     def params(self) -> dict[str, Param]:
-        return signature_params(self.fn, skip=self.fixed, constraints=self.constraints)
+        return signature_params(self.fn, skip=(*self.fixed, *self.needs), constraints=self.constraints)
 
     def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
         check_params(self.name, params, self.known)
@@ -142,13 +173,18 @@ def attribute_many(
     methods: Sequence[tuple[str | Method, Mapping[str, Any]]],
     *,
     batch_size: int = 32,
+    **inputs: Tensor,
 ) -> list[Tensor]:
     """Maps for several (method, params) at once; every method with an engine plan shares passes.
 
-    Returns one N×C'×H×W tensor per entry, in order.
+    ``inputs``: per-sample inputs (e.g. ``masks`` N×H×W bool), each handed to the methods that declare
+    it in ``needs``. Returns one N×C'×H×W tensor per entry, in order.
     """
     _check_inputs(images, targets)
     resolved = [(get_method(m), dict(p)) for m, p in methods]
+    for method, params in resolved:
+        check_needs(method, len(images), inputs)
+        params.update({key: inputs[key] for key in method.needs})
     plans = [m.plan(model, **p) for m, p in resolved]
     fused = [i for i, plan in enumerate(plans) if plan is not None]
     out: list[Tensor | None] = [None] * len(resolved)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import Registry
-from .base import Method, get_method
+from .base import Method, get_method, reject_needs
 from .engine import Plan
 from .model import attribution_mode, model_device
 
@@ -61,6 +61,7 @@ class MultiLayer(Method):
             raise ValueError("MultiLayer needs at least one layer")
         COMBINATIONS.get(combine)
         self.base, self.layer_names, self.mode = get_method(base), list(layers), combine
+        reject_needs(self.base, "multi-layer combination")
         self.weights = None if weights is None else list(weights)
         self.name = f"{self.base.name}[{'*'.join(self.layer_names)}]"
 
@@ -104,6 +105,7 @@ class MetaSaliency(Method):
 
     def __init__(self, base: str | Method, lr: float) -> None:
         self.base, self.lr = get_method(base), float(lr)
+        reject_needs(self.base, "meta-saliency")
         self.name = f"meta_{self.base.name}"
 
     def layers(self, model: nn.Module, **params: Any) -> list[str]:
@@ -174,6 +176,7 @@ class ExplainClass(Method):
     def __init__(self, base: str | Method, which: str) -> None:
         TARGETS.get(which)
         self.base, self.which = get_method(base), which
+        reject_needs(self.base, "explain")
         self.name = f"{self.base.name}@{which}"
 
     def layers(self, model: nn.Module, **params: Any) -> list[str]:

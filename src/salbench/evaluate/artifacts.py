@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..attribution import build, call_targets
-from ..attribution.cache import check_maps, load_maps
+from ..attribution.cache import check_maps, load_maps, method_inputs
 from ..io import file_hash, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
@@ -40,11 +40,12 @@ def check_entry_names(config: EvalConfig, known: Iterable[str]) -> None:
 
 def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model: torch.nn.Module,
                  model_hash: str, images: Tensor, labels: Tensor, targets: Tensor, seed: int, stage: str,
-                 batch_size: int = 64) -> dict[str, Entry]:
+                 batch_size: int = 64, inputs: Mapping[str, Tensor] | None = None) -> dict[str, Entry]:
     """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps (keyed as the
-    attribute stage keys them: ``targets`` by default, an entry's own `explain` choice from ``labels``);
-    a missing, stale, truncated or corrupt cache raises here, before any metric work, naming ``stage``
-    (the attribute stage that writes ``maps_dir``)."""
+    attribute stage keys them: ``targets`` by default, an entry's own `explain` choice from ``labels``;
+    ``inputs``: the per-sample inputs the attribute stage passed (``masks``), which the keys of the control
+    entries cover); a missing, stale, truncated or corrupt cache raises here, before any metric work, naming
+    ``stage`` (the attribute stage that writes ``maps_dir``)."""
     entries = {}
     for name, spec in methods.items():
         built = build(name, spec, family)
@@ -54,7 +55,8 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
         layer = ",".join(method.layers(model, **params)) or None
         explained = call_targets(method, model, images, labels, targets, batch_size)[1]
         key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=spec or {}, layer=layer,
-                         targets=explained, seed=seed, stage=stage)
+                         targets=explained, seed=seed, stage=stage,
+                         inputs=method_inputs(method.needs, inputs or {}))
         load = functools.partial(_load, maps_dir / name, key, stage)
         registry = str((spec or {}).get("method", name))
         entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)

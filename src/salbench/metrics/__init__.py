@@ -27,6 +27,7 @@ from .class_sensitivity import class_sensitivity
 from .cose import SPLITS, CosePairs, cose, cose_values
 from .hog import hog, hog_cell_size, hog_similarity
 from .mass_accuracy import relevance_mass_accuracy
+from .mprt import discrete_entropy, efficient_mprt, fully_randomized, smooth_mprt
 from .normalise import abs_normalise, percentile, signed_normalise
 from .perturbation import PerturbationCurves, pixel_perturbation
 from .pointing_game import pointing_game
@@ -66,7 +67,10 @@ __all__ = [
     "cose",
     "cose_values",
     "data_randomization",
+    "discrete_entropy",
+    "efficient_mprt",
     "explain_batched",
+    "fully_randomized",
     "hog",
     "hog_cell_size",
     "hog_similarity",
@@ -84,6 +88,7 @@ __all__ = [
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "signed_normalise",
+    "smooth_mprt",
     "spearman",
     "ssim",
     "ssim_index",

@@ -1,2 +1,4 @@
 """One module per method; importing this package registers them all in ``METHODS``."""
-from . import gradcam, gradcam_pp, gradient, guided, integrated_gradients, lrp, noise, normgrad, random_map  # noqa: F401
+from . import (  # noqa: F401
+    controls, gradcam, gradcam_pp, gradient, guided, integrated_gradients, lrp, noise, normgrad, random_map,
+)

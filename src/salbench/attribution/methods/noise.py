@@ -13,7 +13,7 @@ from annotated_types import Ge
 from torch import Tensor, nn
 
 from ...config.declare import OneOf
-from ..base import METHODS, Method, get_method, register
+from ..base import METHODS, Method, get_method, register, reject_needs
 from ..engine import Noise, Plan, with_sampler
 
 
@@ -34,6 +34,7 @@ class NoiseWrapper(Method):
 
     def plan(self, model: nn.Module, base: str | Method = "gradient", samples: int = 16, sigma: float = 0.15,
              seed: int = 0, **base_params: Any) -> Plan | None:
+        reject_needs(get_method(base), self.name)
         base_plan = get_method(base).plan(model, **base_params)
         sampler = self._sampler(samples, sigma, seed)
         return None if base_plan is None else with_sampler(base_plan, sampler, self.reduce)
