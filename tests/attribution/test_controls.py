@@ -167,16 +167,16 @@ def load_split_images(tmp: Path) -> np.ndarray:
 def test_evaluate_finds_the_control_maps_only_for_the_same_masks(tmp_path, masks):
     from salbench.attribution.cache import save_maps
     from salbench.evaluate.artifacts import load_entries
-    from salbench.params import ParamsError
+    from salbench.io import StaleArtifactError
 
     targets = torch.tensor([0, 1, 2, 3])
     maps = METHODS.get("gt_mask")(Untouchable(), torch.zeros(4, 3, 32, 32), targets, masks=masks)
     save_maps(tmp_path / "gt_mask", maps, targets, model_hash="h", method="gt_mask", params={}, layer=None, seed=0,
               inputs=method_inputs(("masks",), {"masks": masks}))
-    entries = load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", targets, 0, "attribute@t-m",
-                           {"masks": masks})
+    images = torch.zeros(4, 3, 32, 32)
+    entries = load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", images, targets, targets, 0,
+                           "attribute@t-m", inputs={"masks": masks})
     torch.testing.assert_close(entries["gt_mask"].load()[0], maps)
-    other = load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", targets, 0, "attribute@t-m",
-                         {"masks": ~masks})
-    with pytest.raises(ParamsError, match="attribute@t-m"):
-        other["gt_mask"].load()
+    with pytest.raises(StaleArtifactError, match="attribute@t-m"):
+        load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", images, targets, targets, 0,
+                     "attribute@t-m", inputs={"masks": ~masks})

@@ -144,10 +144,10 @@ def test_registered_metrics_on_the_controls():
         return MetricInputs(model, x, y, predictions, explain(model, x, predictions), explain=explain)
 
     smooth, efficient = METRICS.get("smooth_mprt"), METRICS.get("efficient_mprt")
-    edge = smooth(inputs("edge"), noise_samples=3, n_boot=10)["smooth_mprt"]
-    assert edge["mean"] == pytest.approx(1.0) and edge["n"] == N
-    assert efficient(inputs("edge"), n_boot=10)["efficient_mprt"]["mean"] == pytest.approx(0.0)
-    assert smooth(inputs("gradient"), noise_samples=3, n_boot=10)["smooth_mprt"]["mean"] < 0.99
-    assert efficient(inputs("gradient"), n_boot=10)["efficient_mprt"]["mean"] != pytest.approx(0.0)
+    (edge,) = smooth(inputs("edge"), noise_samples=3)
+    assert torch.allclose(edge.values, torch.ones(N, dtype=edge.values.dtype)) and edge.statistic == "value"
+    assert torch.allclose(efficient(inputs("edge"))[0].values.double(), torch.zeros(N, dtype=torch.float64))
+    assert smooth(inputs("gradient"), noise_samples=3)[0].values.mean() < 0.99
+    assert efficient(inputs("gradient"))[0].values.abs().max() > 1e-6
     with pytest.raises(ValueError, match="needs MetricInputs.explain"):
         smooth(MetricInputs(model, x, y, predictions, x), noise_samples=2)

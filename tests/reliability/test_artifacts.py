@@ -18,7 +18,7 @@ import yaml
 from helpers import ROOT
 
 from salbench.attribution import build, select_targets
-from salbench.attribution.cache import check_maps, is_fresh, load_maps, read_manifest, save_maps
+from salbench.attribution.cache import check_maps, is_fresh, load_maps, method_inputs, read_manifest, save_maps
 from salbench.io import (
     CorruptArtifactError, MissingArtifactError, StaleArtifactError, file_hash, load_shard, save_shard,
 )
@@ -217,13 +217,15 @@ def write_evaluate_inputs(root: Path, params: dict[str, Any]) -> None:
     split = load_split(root / "render" / TASK, "test")
     targets = select_targets(model, preprocess(split["images"], manifest), torch.from_numpy(split["label"]))
     attribute = params["attribute"]
+    masks = {"masks": torch.from_numpy(split["gt_mask"]).bool()}
     for name, entry in attribute["methods"].items():
         built = build(name, entry, "cnn")
         if built is not None:
             layer = ",".join(built[0].layers(model, **built[1])) or None
             save_maps(root / "maps" / name, torch.rand(len(targets), 1, 32, 32), targets,
                       model_hash=file_hash(model_dir / "final" / "model.safetensors"), method=name,
-                      params=entry or {}, layer=layer, seed=attribute["seed"])
+                      params=entry or {}, layer=layer, seed=attribute["seed"],
+                      inputs=method_inputs(built[0].needs, masks))
 
 
 @pytest.mark.parametrize("case", ["stale", "flipped"])
@@ -236,10 +238,11 @@ def test_stale_or_damaged_maps_stop_evaluate_within_seconds(tmp_path: Path, case
     write_evaluate_inputs(tmp_path, params)
     models = load_models(tmp_path / "models" / TASK / MODEL, torch.device("cpu"), "train@x")
     split = load_split(tmp_path / "render" / TASK, "test")
-    targets = select_targets(models.model, preprocess(split["images"], {"input_size": 32}),
-                             torch.from_numpy(split["label"]))
+    images, labels = preprocess(split["images"], {"input_size": 32}), torch.from_numpy(split["label"])
+    targets = select_targets(models.model, images, labels)
     entries = load_entries(params["attribute"]["methods"], "cnn", tmp_path / "maps", models.model,
-                           model_hash(tmp_path / "models" / TASK / MODEL), targets, 0, "attribute@x")
+                           model_hash(tmp_path / "models" / TASK / MODEL), images, labels, targets, 0, "attribute@x",
+                           inputs={"masks": torch.from_numpy(split["gt_mask"]).bool()})
     assert {"integrated_gradients", "gradcam"} <= set(entries)  # the fabricated maps are fresh and whole
 
     if case == "stale":
@@ -249,10 +252,10 @@ def test_stale_or_damaged_maps_stop_evaluate_within_seconds(tmp_path: Path, case
         DAMAGE["flipped data bytes"](tmp_path / "maps" / "gradcam" / "maps-00000.safetensors")
         expected = ["gradcam/maps-00000.safetensors", f"`dvc repro -f attribute@{TASK}-{MODEL}`"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    outputs = [tmp_path / name for name in ("metrics.json", "plots", "out")]
+    outputs = [tmp_path / name for name in ("metrics.json", "results.csv", "out")]
     t0 = time.perf_counter()
     proc = _stage("evaluate.py", tmp_path, "--maps", str(tmp_path / "maps"), "--metrics", str(outputs[0]),
-                  "--plots", str(outputs[1]), "--out", str(outputs[2]))
+                  "--results", str(outputs[1]), "--out", str(outputs[2]))
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 2 and all(e in proc.stderr for e in expected), proc.stderr
     assert "Traceback" not in proc.stderr and not any(p.exists() for p in outputs)

@@ -268,7 +268,8 @@ def test_declared_method_params_are_what_the_method_takes(name: str) -> None:
     params = {k: p.default for k, p in method_params(name).items()} | FAST.get(name, {})
     validate_params({"attribute": {"methods": {name: params}}})
     images = torch.rand((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-    maps = METHODS.get(name)(tiny_resnet(), images, torch.tensor([0, 1]), batch_size=2, **params)
+    inputs = {"masks": torch.rand(2, 32, 32) > 0.5} if "masks" in METHODS.get(name).needs else {}
+    maps = METHODS.get(name)(tiny_resnet(), images, torch.tensor([0, 1]), batch_size=2, **params, **inputs)
     assert maps.shape[0] == 2 and maps.shape[2:] == images.shape[2:]
 
 
