@@ -39,12 +39,15 @@ def ordering(inputs: Inputs, family: str) -> Cell:
     return all_of(label, per_metric)
 
 
-for _family, _note in (("cnn", "the paper's setting (a CNN-based Relation Network)"),
-                       ("vit", "an extension to transformers; LRP needs a transformer rule (SPEC.md §8) and may be "
-                               "missing, which leaves the ordering undecided")):
+FAMILIES = {
+    "cnn": ("CNN", "the paper's setting (a CNN-based Relation Network)"),
+    "vit": ("ViT", "an extension to transformers; LRP needs a transformer rule (SPEC.md §8) and may be missing, "
+                   "which leaves the ordering undecided"),
+}
+for _family, (_name, _note) in FAMILIES.items():
     finding(f"clevr_xai_ordering_{_family}", paper=PAPER,
             source="Published ordering on CLEVR-XAI-simple, both GT metrics (SPEC.md §1, §6)",
-            claim=f"On {_family.upper()} models ({_note}): LRP > Integrated Gradients > Gradient×Input on both GT "
+            claim=f"On {_name} models ({_note}): LRP > Integrated Gradients > Gradient×Input on both GT "
                   "metrics, relevance mass accuracy and relevance rank accuracy.",
             reads=GT_METRICS,
             rows=f"mass_accuracy and rank_accuracy, every variant pooling=<p>, methods {', '.join(ORDER)}, "
@@ -68,7 +71,8 @@ def gt_vs_perturbation(inputs: Inputs) -> Cell:
     cells = []
     for u in r.units:
         mass_v = f"pooling={AGREEMENT_POOLING}"
-        methods = [m for m in r.methods(u, "mass_accuracy", mass_v) if m in r.methods(u, "aopc", "order=morf")]
+        morf = set(r.methods(u, "aopc", "order=morf"))
+        methods = [m for m in r.methods(u, "mass_accuracy", mass_v) if m in morf]
         label = f"{u.model}: ρ(mass_accuracy {mass_v}, aopc order=morf)"
         pairs = [(stat(r, u, m, "mass_accuracy", mass_v), stat(r, u, m, "aopc", "order=morf")) for m in methods]
         pairs = [(a, b) for a, b in pairs if isinstance(a, Stat) and isinstance(b, Stat)]

@@ -67,7 +67,8 @@ def _controls(controls: pd.DataFrame | Sequence[Mapping[str, Any]]) -> str:
     head = ("<h3>Negative controls (Binder et al. 2023)</h3><p>Per metric: the edge detector (Sobel magnitude of the "
             "input) and the random map against the real methods. <i>beats / ties / loses</i> count real methods by "
             "non-overlapping 95% CIs. A metric where the edge detector beats most methods (red) measures the image, "
-            "not the model; one where most methods do not beat random (grey) cannot tell maps apart.</p>")
+            "not the model; one where most methods do not beat random (grey) does not separate informative maps from "
+            "noise.</p>")
     header = ["model", "metric", "variant", "statistic", "better", "edge [CI]", "edge beats/ties/loses", "edge rank",
               "random [CI]", "methods beating random", "GT mask / blur rank"]
     body = []

@@ -75,6 +75,6 @@ def class_sensitivity_gradcam(inputs: Inputs) -> Cell:
 def meta_saliency(inputs: Inputs) -> Cell:
     r = inputs.results
     return most_of("meta < plain", [
-        better(stat(r, u, m, "class_sensitivity", "saliency=meta"), stat(r, u, m, "class_sensitivity", "saliency=plain"),
-               higher=False, label=f"{u.model} {m}")
+        better(stat(r, u, m, "class_sensitivity", "saliency=meta"),
+               stat(r, u, m, "class_sensitivity", "saliency=plain"), higher=False, label=f"{u.model} {m}")
         for u in r.units for m in r.methods(u, "class_sensitivity", "saliency=meta")])

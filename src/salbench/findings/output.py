@@ -21,7 +21,8 @@ def metrics(findings: Sequence[Finding], controls: pd.DataFrame) -> dict:
             "controls": controls_summary(controls)}
 
 
-def write_outputs(findings: Sequence[Finding], controls: pd.DataFrame, out: str | Path, metrics_path: str | Path) -> None:
+def write_outputs(findings: Sequence[Finding], controls: pd.DataFrame, out: str | Path,
+                  metrics_path: str | Path) -> None:
     """``out``/findings.json (every finding with claim, source, rule, verdict, explanation and the cell tree with its
     numbers; the controls' rows), ``out``/findings.csv (one row per finding, with its leaf-verdict counts),
     ``out``/controls.csv, and the metrics file; all written atomically."""
