@@ -79,7 +79,7 @@ def controls_table(results: Results) -> pd.DataFrame:
                 lo, hi = methods["ci_low"].to_numpy(), methods["ci_high"].to_numpy()
                 beats = (c["ci_low"] > hi) if higher else (c["ci_high"] < lo)
                 loses = (lo > c["ci_high"]) if higher else (hi < c["ci_low"])
-                rec.update({f"{name}_ci_low": c["ci_low"], f"{name}_ci_high": c["ci_high"], f"{name}_n": c["n"],
+                rec.update({f"{name}_ci_low": c["ci_low"], f"{name}_ci_high": c["ci_high"], f"{name}_n": int(c["n"]),
                             f"{name}_beats": int(beats.sum()), f"{name}_loses": int(loses.sum()),
                             f"{name}_ties": int(len(methods) - beats.sum() - loses.sum())})
         if higher is not None and "edge_beats" in rec:

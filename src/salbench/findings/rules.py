@@ -157,8 +157,9 @@ def rank_agreement(label: str, x: Sequence[Stat], y: Sequence[Stat]) -> tuple[St
     mx, my = np.array([s.mean for s in x]), np.array([s.mean for s in y])
     rho = _spearman(mx[None], my[None])[0]
     rng = np.random.default_rng(SEED)
-    bx = mx + rng.standard_normal((N_RESAMPLES, len(x))) * np.array([se(s) for s in x])
-    by = my + rng.standard_normal((N_RESAMPLES, len(y))) * np.array([se(s) for s in y])
+    sx, sy = (np.nan_to_num(np.array([se(s) for s in v])) for v in (x, y))  # a row without a CI: taken as exact
+    bx = mx + rng.standard_normal((N_RESAMPLES, len(x))) * sx
+    by = my + rng.standard_normal((N_RESAMPLES, len(y))) * sy
     boot = _spearman(bx, by)
     lo, hi = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (math.nan, math.nan)
     exact = len(x) <= 8

@@ -33,7 +33,10 @@ def load_results(root: str | Path) -> pd.DataFrame:
             raise SalbenchError(f"{p} lacks the results-table columns {missing}: it was written by an older "
                                 "evaluate stage; run `dvc repro evaluate`")
         frames.append(df[list(COLUMNS)])
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    for col in ("n", "n_undefined"):
+        table[col] = table[col].fillna(0).astype(int)
+    return table
 
 
 @dataclass(frozen=True)
