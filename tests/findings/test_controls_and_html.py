@@ -89,5 +89,7 @@ def test_html_fragment_has_every_finding_and_is_self_contained(controls: pd.Data
     assert not re.search(r"url\(|@import|https?:", out.split("</style>")[0])
     assert out.count("<tr class='not_reproduced'>") >= 2  # two findings not reproduced (+ flagged control rows)
     assert "Negative controls" in out and "aopc" in out
-    # the JSON form (data/findings/findings.json) gives the same fragment
+    # the JSON form (data/findings/findings.json) gives the same fragment; without controls, no controls table
     assert findings_html([f.to_json() for f in findings], records(controls)) == out
+    alone = findings_html(findings)
+    assert "Negative controls" not in alone and all(f"<b>{name}</b>" in alone for name in FINDINGS.names())

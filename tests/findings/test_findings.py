@@ -97,3 +97,8 @@ def test_gt_vs_perturbation_reports_rho_and_p(table: pd.DataFrame) -> None:
     assert rho["mean"] == pytest.approx(1.0) and rho["n"] == 15  # AOPC MoRF is increasing in mass accuracy here
     assert "permutation p=0.0005" in cnn["why"]  # 1 / (2000 + 1) seeded permutations for 15 methods
     assert not math.isnan(rho["ci_low"]) and rho["ci_low"] > 0
+
+
+def test_findings_are_deterministic(table: pd.DataFrame) -> None:
+    runs = [[f.to_json() for f in evaluate_findings(Inputs(Results(table), synthetic_depict()))] for _ in range(2)]
+    assert runs[0] == runs[1]

@@ -1,13 +1,14 @@
 """The results table as findings read it: load data/results/**/*.csv and look rows up by their keys.
 
-Schema (written by the evaluate stage, one CSV per task and model): task, model, family, method, role, metric,
-variant, statistic, step, step_label, mean, ci_low, ci_high, n, n_undefined.
+Schema (written by the evaluate stage, one CSV per task and model; NaN as an empty cell): task, model, family,
+method, role, metric, variant, statistic, step, step_label, mean, ci_low, ci_high, n, n_undefined.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
 import pandas as pd
 
 from ..errors import SalbenchError
@@ -26,8 +27,8 @@ def load_results(root: str | Path) -> pd.DataFrame:
         raise SalbenchError(f"no results tables under {root}: run `dvc repro evaluate` (or `dvc pull`) first")
     frames = []
     for p in paths:
-        df = pd.read_csv(p, dtype={c: str for c in TEXT}, keep_default_na=False, na_values={c: ["", "nan", "NaN"]
-                                                                                            for c in NUMBERS})
+        df = pd.read_csv(p, dtype={c: str for c in TEXT}, keep_default_na=False,
+                         na_values={c: ["", "nan", "NaN"] for c in NUMBERS})
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise SalbenchError(f"{p} lacks the results-table columns {missing}: it was written by an older "
@@ -46,10 +47,6 @@ class Unit:
     task: str
     model: str
     family: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} ({self.task})"
 
 
 class Results:
