@@ -4,8 +4,10 @@ Comparisons use the 95% bootstrap CIs of the results table:
 
 - ``better(a, b)``: "a is better than b" is *reproduced* when a's CI lies entirely on the better side of b's CI,
   *not reproduced* when b's CI lies entirely on the better side of a's, and *inconclusive* when they overlap.
-  Non-overlap of two 95% CIs is a conservative test (about p < 0.006 for equal widths), so an overlap never counts
-  against a claim; it only leaves it undecided.
+  Non-overlap of two 95% CIs is a conservative test (about p < 0.006 for equal widths; more so for rows scored on
+  the same images, whose errors correlate positively), so an overlap never counts against a claim; it only leaves it
+  undecided. With no true difference, a comparison separates the wrong way with probability below about 0.3%, so a
+  conjunction of k parts fails spuriously with probability below about k x 0.3%.
 - ``beyond(a, t)``: "a is above (below) the threshold t" is reproduced when a's whole CI is on the claimed side of
   t, not reproduced when the whole CI is on the other side, inconclusive when the CI contains t.
 - A missing row, or a row with no scored sample (n = 0), is *inconclusive*, and the reason names the row.
@@ -152,8 +154,9 @@ def average(label: str, stats: Sequence[Stat | str]) -> Stat | str:
 
 def rank_agreement(label: str, x: Sequence[Stat], y: Sequence[Stat]) -> tuple[Stat, float]:
     """Spearman correlation across paired rows (one per method) of two metrics, with a parametric-bootstrap 95% CI
-    (each mean redrawn from N(mean, se^2), seeded) and a one-sided permutation p-value (exact for up to 8 methods,
-    else ``N_RESAMPLES`` seeded permutations). Returns the correlation as a Stat (n = number of methods) and p."""
+    (each mean redrawn from N(mean, se^2), seeded; errors taken as independent across methods, an approximation for
+    methods scored on the same images) and a one-sided permutation p-value (exact for up to 8 methods, else
+    ``N_RESAMPLES`` seeded permutations). Returns the correlation as a Stat (n = number of methods) and p."""
     mx, my = np.array([s.mean for s in x]), np.array([s.mean for s in y])
     rho = _spearman(mx[None], my[None])[0]
     rng = np.random.default_rng(SEED)
