@@ -1,0 +1,104 @@
+"""Every finding's verdict on the synthetic table, its flip when its numbers are edited, and missing rows."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from synthetic import EXPECTED, FLIPS, synthetic_depict, synthetic_table
+
+from salbench.findings import FINDINGS, INCONCLUSIVE, Inputs, Results, evaluate_findings
+from salbench.findings.depict import generator_cell
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return synthetic_table()
+
+
+def verdict(table: pd.DataFrame, depict: dict | None, name: str):
+    return evaluate_findings(Inputs(Results(table), depict), [name])[0]
+
+
+def test_every_registered_finding_has_an_expected_verdict_and_a_flip() -> None:
+    assert set(EXPECTED) == set(FINDINGS.names()) == set(FLIPS)
+    assert len(FINDINGS.names()) >= 13
+
+
+def test_every_finding_gives_its_expected_verdict(table: pd.DataFrame) -> None:
+    found = {f.id: f.verdict for f in evaluate_findings(Inputs(Results(table), synthetic_depict()))}
+    assert found == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(FLIPS))
+def test_verdict_flips_when_its_numbers_are_edited(table: pd.DataFrame, name: str) -> None:
+    edit, after = FLIPS[name]
+    edited, depict = edit(table, synthetic_depict())
+    assert after != EXPECTED[name]
+    f = verdict(edited, depict, name)
+    assert f.verdict == after, f.explanation
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_missing_rows_give_inconclusive_with_the_reason(table: pd.DataFrame, name: str) -> None:
+    spec = FINDINGS.get(name)
+    depict = None if "depict.json" in spec.reads else synthetic_depict()
+    f = verdict(table[~table["metric"].isin(spec.reads)], depict, name)
+    assert f.verdict == INCONCLUSIVE
+    assert "missing" in f.explanation, f.explanation
+
+
+def test_a_missing_method_is_named_in_the_explanation(table: pd.DataFrame) -> None:
+    vit = verdict(table, None, "clevr_xai_ordering_vit")
+    assert "missing row: vit-tiny lrp mass_accuracy" in vit.explanation  # lrp is a CNN-only entry in params.yaml
+    cnn = verdict(table[table["method"] != "gradient_x_input"], None, "clevr_xai_ordering_cnn")
+    # IG > G×I cannot be decided any more, but LRP > IG still holds: undecided, naming the missing row
+    assert cnn.verdict == INCONCLUSIVE and "missing row: resnet-small gradient_x_input" in cnn.explanation
+
+
+def test_finding_json_carries_claim_source_rule_and_numbers(table: pd.DataFrame) -> None:
+    f = verdict(table, None, "clevr_xai_ordering_cnn").to_json()
+    assert {"id", "paper", "source", "claim", "rule", "rows", "verdict", "explanation", "result"} <= set(f)
+    # 2 GT metrics x 6 poolings x 1 CNN x 2 adjacent pairs, each with both rows' mean, CI and n
+    leaves = [leaf for metric in f["result"]["parts"] for cell in metric["parts"] for leaf in cell["parts"]]
+    assert len(leaves) == 24
+    stats = {s["label"]: s for s in leaves[0]["stats"]}
+    lrp = stats["resnet-small lrp mass_accuracy pooling=l1"]
+    assert lrp["n"] == 230 and lrp["mean"] == pytest.approx(0.65) and lrp["ci_low"] == pytest.approx(0.63)
+
+
+def test_depict_gates() -> None:
+    untrusted = generator_cell("m", "diffusion", {"spearman_true": 1.0, "trusted": False, "reasons": ["check 1 fails"]})
+    assert untrusted.verdict == INCONCLUSIVE and "check 1 fails" in untrusted.why
+    unknown = generator_cell("m", "renderer", {"spearman_true": 0.95})
+    assert unknown.verdict == "reproduced" and "trust unknown" in unknown.why
+    assert generator_cell("m", "renderer", {"spearman_true": 0.4}).verdict == INCONCLUSIVE
+    assert generator_cell("m", "renderer", {"spearman_true": 0.4, "trusted": True}).verdict == "not_reproduced"
+    assert generator_cell("m", "renderer", {"spearman_true": None, "trusted": True}).verdict == INCONCLUSIVE
+    only_untrusted = {"m": {"diffusion": {"spearman_true": 0.9, "trusted": False, "reasons": ["check 2"]}}}
+    f = evaluate_findings(Inputs(Results(synthetic_table().head(0)), only_untrusted), ["depict_recovers_ranking"])[0]
+    assert f.verdict == INCONCLUSIVE and "no trusted generator" in f.explanation and "check 2" in f.explanation
+
+
+def test_sanity_checks_read_the_fully_randomised_step(table: pd.DataFrame) -> None:
+    f = verdict(table, None, "sanity_cascading").to_json()
+    labels = [s["label"] for model in f["result"]["parts"] for cell in model["parts"] for s in cell["stats"]]
+    assert all(label.endswith("step 6") for label in labels) and len(labels) == 8
+    # raising an intermediate step only (not the last) changes nothing
+    mid = table.copy()
+    mid.loc[(mid["metric"] == "cascading_randomization") & (mid["step"] == 3.0), "mean"] = 0.99
+    assert verdict(mid, None, "sanity_cascading").verdict == EXPECTED["sanity_cascading"]
+
+
+def test_gt_vs_perturbation_reports_rho_and_p(table: pd.DataFrame) -> None:
+    f = verdict(table, None, "clevr_xai_gt_vs_perturbation").to_json()
+    cnn = f["result"]["parts"][0]
+    (rho,) = cnn["stats"]
+    assert rho["mean"] == pytest.approx(1.0) and rho["n"] == 15  # AOPC MoRF is increasing in mass accuracy here
+    assert "permutation p=0.0005" in cnn["why"]  # 1 / (2000 + 1) seeded permutations for 15 methods
+    assert not math.isnan(rho["ci_low"]) and rho["ci_low"] > 0
+
+
+def test_findings_are_deterministic(table: pd.DataFrame) -> None:
+    runs = [[f.to_json() for f in evaluate_findings(Inputs(Results(table), synthetic_depict()))] for _ in range(2)]
+    assert runs[0] == runs[1]
