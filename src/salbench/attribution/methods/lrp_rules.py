@@ -1,0 +1,350 @@
+"""LRP rules as single modified-gradient passes (the "gradient × input" form of LRP).
+
+Relevance R = x ⊙ g, where g is a gradient whose backward pass is modified at some layers. A rule
+here is a frozen dataclass with ``context(model)``: while the context is open, module forwards or
+forward hooks route the backward pass through small autograd Functions; forward values are unchanged
+(bit for bit) and the model is restored on exit. The engine runs one forward and one backward inside it.
+
+ViTs (timm VisionTransformer, DeiT, register tokens, conv stems), :class:`VitLRP`:
+- AttnLRP (Achtibat et al. 2024, rules as in LXT's efficient mode): identity rule on LayerNorm's
+  normalisation (divisor held constant) and on elementwise activations (GELU: gradient := GELU(x)/x);
+  softmax by its own gradient (= AttnLRP's softmax rule x ⊙ (R − s ΣR), Prop. 3.1); the two attention
+  products by the uniform/ε rule (gradient to q and k ÷ 4, to v ÷ 2: each bilinear product halves
+  the relevance of each factor); ε-rule on every linear and convolutional layer.
+- CP-LRP (Ali et al. 2022): the same but the attention weights are held constant (q and k detached),
+  so relevance flows through v only; as LXT's ``cp_LRP`` map for torchvision ViTs.
+CNNs (timm ResNet), :class:`EpsilonPlusFlat`: zennit's composite of the same name in one pass:
+flat rule at the first layer, z⁺ at other convolutions, ε at dense layers; batch norms folded into the
+convolution before them (as zennit's SequentialMergeBatchNorm pairs them: consecutive in module
+order); additions, average pooling, max pooling and ReLU by their gradient, which is the Norm and
+pass-through rules zennit applies there. The flat rule gives relevance, not a gradient, so the CNN
+relevance is the gradient at the network input (see :func:`relevance_of`).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from ...errors import SalbenchError
+from ..model import inspect_model
+
+
+class LRPError(SalbenchError, ValueError):
+    """A model or rule LRP cannot handle; the message names the supported ones."""
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """z + ε·sign(z), with sign(0) = +1 (zennit's stabiliser)."""
+    return z + torch.where(z >= 0, epsilon, -epsilon)
+
+
+# ---- autograd Functions: forward returns its input's values unchanged, backward applies the rule ----
+
+class _Scale(Function):
+    """Identity forward; gradient × ``factor`` backward (uniform rule of a bilinear product)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.factor, None
+
+
+class _Epsilon(Function):
+    """Identity forward on a layer output z; gradient × z / (z + ε·sign z) backward (ε-rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, epsilon: float) -> Tensor:
+        ctx.save_for_backward(z / stabilize(z, epsilon))
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.saved_tensors[0], None
+
+
+class _IdentityRule(Function):
+    """y = fn(x) elementwise; backward gradient × y / x, so relevance x ⊙ g_x equals y ⊙ g_y."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        y = fn(x)
+        ctx.save_for_backward(y / stabilize(x, 1e-12))
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.saved_tensors[0], None
+
+
+class _LayerNormRule(Function):
+    """LayerNorm forward; backward with the divisor σ held constant: y = (x − mean x)/σ · w + b is then linear."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, module: nn.LayerNorm) -> Tensor:
+        y, _, rstd = torch.native_layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+        ctx.save_for_backward(rstd, module.weight)
+        ctx.dims = tuple(range(-len(module.normalized_shape), 0))
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        rstd, weight = ctx.saved_tensors
+        gw = g if weight is None else g * weight
+        return rstd * (gw - gw.mean(ctx.dims, keepdim=True)), None
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A convolution or linear layer with a batch norm folded in: weight, bias and the functional ops."""
+
+    module: nn.Module
+    weight: Tensor
+    bias: Tensor | None
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return F.linear(x, weight, bias)
+        return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups)
+
+    def input_grad(self, shape: torch.Size, weight: Tensor, g: Tensor) -> Tensor:
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return g @ weight
+        return torch.nn.grad.conv2d_input(shape, weight, g, m.stride, m.padding, m.dilation, m.groups)
+
+
+class _ZPlus(Function):
+    """z⁺ rule (zennit ZPlus: α=1, β=0; negative inputs through negative weights): relevance
+    R_in = x⁺ ⊙ W⁺ᵀs + x⁻ ⊙ W⁻ᵀs with s = R_out / (W⁺x⁺ + b⁺ + W⁻x⁻); returned as gradient R_in / x.
+
+    x: the layer's input; the output y = fn(c) is computed here (c: the conv output when fn is the batch
+    norm folded into the layer, else x), so that it is a fresh tensor that timm may modify in place.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
+                stabilizer: float) -> Tensor:
+        y = fn(c)
+        w_pos, w_neg = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+        b_pos = None if layer.bias is None else layer.bias.clamp(min=0)
+        negative = bool((x < 0).any())
+        z = layer.forward(x.clamp(min=0), w_pos, b_pos)
+        if negative:
+            z = z + layer.forward(x.clamp(max=0), w_neg)
+        ctx.save_for_backward(y / stabilize(z, stabilizer), x if negative else None, w_pos, w_neg)
+        ctx.layer, ctx.shape, ctx.negative = layer, x.shape, negative
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
+        s, x, w_pos, w_neg = ctx.saved_tensors
+        gs = g * s
+        grad = ctx.layer.input_grad(ctx.shape, w_pos, gs)
+        if ctx.negative:
+            grad = torch.where(x > 0, grad, ctx.layer.input_grad(ctx.shape, w_neg, gs))
+        return grad, None, None, None, None
+
+
+class _Flat(Function):
+    """Flat rule (unit weights and inputs, no bias): relevance spread evenly over each receptive field.
+    Its backward returns relevance itself, not a gradient. Arguments as :class:`_ZPlus`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
+                stabilizer: float) -> Tensor:
+        y = fn(c)
+        ones = torch.ones_like(layer.weight)
+        z = layer.forward(torch.ones_like(x[:1]), ones)
+        ctx.save_for_backward(y / stabilize(z, stabilizer), ones)
+        ctx.layer, ctx.shape = layer, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
+        s, ones = ctx.saved_tensors
+        return ctx.layer.input_grad(ctx.shape, ones, g * s), None, None, None, None
+
+
+# ---- model-level contexts ----
+
+def _activations() -> tuple[type, ...]:
+    from timm.layers import activations
+
+    timm_acts = tuple(getattr(activations, n) for n in ("GELU", "GELUTanh", "QuickGELU", "Swish", "SiLU")
+                      if hasattr(activations, n))
+    return (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, *timm_acts)
+
+
+@contextlib.contextmanager
+def _swapped_forwards(swaps: list[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Give modules another forward (an instance attribute) for the block; the class forward returns after."""
+    saved = [(m, m.__dict__.get("forward")) for m, _ in swaps]
+    try:
+        for m, fn in swaps:
+            m.forward = fn
+        yield
+    finally:
+        for m, old in saved:
+            if old is None:
+                del m.forward
+            else:
+                m.forward = old
+
+
+@contextlib.contextmanager
+def _hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _output_rule(fn: Callable[[Tensor], Tensor]) -> Callable:
+    """A forward hook that passes a module's output through ``fn``."""
+    return lambda module, args, output: fn(output)
+
+
+def _epsilon_hooks(modules: list[nn.Module], epsilon: float) -> list:
+    if epsilon <= 0:
+        return []
+    return [m.register_forward_hook(_output_rule(lambda z: _Epsilon.apply(z, epsilon))) for m in modules]
+
+
+VIT_RULES = ("attnlrp", "cplrp")
+CNN_RULES = ("epsilon_plus_flat",)
+
+
+@dataclass(frozen=True)
+class VitLRP:
+    """AttnLRP (``rule="attnlrp"``) or CP-LRP (``rule="cplrp"``) on a timm ViT; ε for linear layers."""
+
+    rule: str = "attnlrp"
+    epsilon: float = 1e-6
+
+    @contextlib.contextmanager
+    def context(self, model: nn.Module) -> Iterator[None]:
+        from timm.layers.attention import Attention
+
+        inner = inspect_model(model).inner
+        attentions, norms, acts, linears = [], [], [], []
+        for name, m in inner.named_modules():
+            if isinstance(m, Attention):
+                if getattr(m, "gate", None) is not None:
+                    raise LRPError(f"lrp: gated attention ({name}) has no LRP rule here; use a ViT without gate")
+                attentions.append(m)
+            elif "Attention" in type(m).__name__:
+                raise LRPError(f"lrp: {type(m).__name__} ({name}) has no LRP rule here; supported: timm "
+                               f"VisionTransformer/DeiT blocks with timm.layers.Attention")
+            elif isinstance(m, nn.LayerNorm):
+                norms.append(m)
+            elif isinstance(m, _activations()):
+                acts.append(m)
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
+                linears.append(m)
+        handles = _epsilon_hooks(linears, self.epsilon)
+        for attn in attentions:
+            if self.rule == "cplrp":  # attention weights constant: q and k carry no gradient
+                handles += [attn.q_norm.register_forward_hook(_output_rule(torch.Tensor.detach)),
+                            attn.k_norm.register_forward_hook(_output_rule(torch.Tensor.detach))]
+            else:  # softmax(q kᵀ) v: ÷2 at the output for A·v, ÷2 more on q and k for q·kᵀ
+                half = _output_rule(lambda t: _Scale.apply(t, 0.5))
+                handles += [attn.q_norm.register_forward_hook(half), attn.k_norm.register_forward_hook(half),
+                            attn.norm.register_forward_hook(half)]
+        swaps = [(m, lambda x, m=m: _LayerNormRule.apply(x, m)) for m in norms]
+        swaps += [(m, lambda x, fn=type(m).forward.__get__(m): _IdentityRule.apply(x, fn)) for m in acts]
+        with _hooks(handles), _swapped_forwards(swaps):
+            yield
+
+
+def _layers_with_norms(inner: nn.Module) -> list[tuple[nn.Module, nn.Module | None]]:
+    """(conv or linear, the batch norm right after it in module order or None), in module order."""
+    leaves = [m for m in inner.modules() if not list(m.children())]
+    out = []
+    for i, m in enumerate(leaves):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nxt = leaves[i + 1] if i + 1 < len(leaves) else None
+            out.append((m, nxt if isinstance(nxt, nn.BatchNorm2d) and isinstance(m, nn.Conv2d) else None))
+    return out
+
+
+def _rule_forward(rule: type[Function], module: nn.Module, folded: _Layer, stabilizer: float,
+                  inputs: dict | None = None, layer: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
+    """A forward for ``module`` that applies ``rule`` to the layer input (``inputs[layer]`` for a batch norm)."""
+    fn = type(module).forward.__get__(module)
+    if inputs is None:
+        return lambda x: rule.apply(x, x, fn, folded, stabilizer)
+    return lambda c: rule.apply(inputs.pop(layer), c, fn, folded, stabilizer)
+
+
+def _folded(layer: nn.Module, norm: nn.Module | None) -> _Layer:
+    """The layer's weight and bias with an eval-mode batch norm folded in."""
+    w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
+    if norm is None:
+        return _Layer(layer, w, b)
+    scale = norm.weight.detach() / (norm.running_var + norm.eps).sqrt()
+    bias = (torch.zeros_like(norm.running_mean) if b is None else b) - norm.running_mean
+    return _Layer(layer, w * scale.view(-1, *[1] * (w.dim() - 1)), bias * scale + norm.bias.detach())
+
+
+@dataclass(frozen=True)
+class EpsilonPlusFlat:
+    """zennit's EpsilonPlusFlat on a timm ResNet as one modified backward pass (see the module docstring)."""
+
+    epsilon: float = 1e-6
+    stabilizer: float = 1e-6
+
+    @contextlib.contextmanager
+    def context(self, model: nn.Module) -> Iterator[None]:
+        inner = inspect_model(model).inner
+        pairs = _layers_with_norms(inner)
+        if not pairs:
+            raise LRPError(f"lrp: {type(inner).__name__} has no convolution or linear layer")
+        handles, swaps, inputs = [], [], {}
+        for i, (layer, norm) in enumerate(pairs):
+            if isinstance(layer, nn.Conv2d) and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)):
+                raise LRPError(f"lrp: convolution {layer} pads by {layer.padding_mode!r}/{layer.padding!r}; "
+                               f"only zero padding of explicit size is supported")
+            if isinstance(layer, nn.Linear) and i > 0:
+                handles += _epsilon_hooks([norm or layer], self.epsilon)
+                continue
+            rule, folded = (_Flat if i == 0 else _ZPlus), _folded(layer, norm)
+            if norm is None:
+                swaps.append((layer, _rule_forward(rule, layer, folded, self.stabilizer)))
+            else:  # the conv runs as usual; the batch norm after it applies the rule to the conv's input
+                handles.append(layer.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])))
+                swaps.append((norm, _rule_forward(rule, norm, folded, self.stabilizer, inputs, layer)))
+        acts = [m for m in inner.modules() if getattr(m, "inplace", False) is True]
+        try:
+            for m in acts:  # an in-place activation would overwrite a rule's output
+                m.inplace = False
+            with _hooks(handles), _swapped_forwards(swaps):
+                yield
+        finally:
+            for m in acts:
+                m.inplace = True
+
+
+def make_rule(family: str, rule: str | None, epsilon: float, stabilizer: float) -> VitLRP | EpsilonPlusFlat:
+    """The LRP rule for a model family (``rule=None``: attnlrp for ViTs, epsilon_plus_flat for CNNs)."""
+    known = VIT_RULES if family == "vit" else CNN_RULES
+    rule = rule or known[0]
+    if rule not in known:
+        raise LRPError(f"lrp: rule {rule!r} does not apply to a {family} model; use one of {list(known)} "
+                       f"(ViT: {list(VIT_RULES)}, CNN: {list(CNN_RULES)})")
+    if epsilon < 0 or stabilizer <= 0:
+        raise LRPError(f"lrp: epsilon must be >= 0 and stabilizer > 0, got epsilon={epsilon}, stabilizer={stabilizer}")
+    if family == "vit":
+        return VitLRP(rule, float(epsilon))
+    return EpsilonPlusFlat(float(epsilon), float(stabilizer))
