@@ -40,7 +40,7 @@ class LRP(Method):
     def plan(self, model: nn.Module, **params: Any) -> Plan:
         check_params(self.name, params, ["rule", "epsilon", "stabilizer"])
         family = inspect_model(model).family
-        rule = make_rule(family, params.get("rule"), params.get("epsilon", 1e-6), params.get("stabilizer", 1e-6))
+        rule = make_rule(family, **params)
         read = input_times_grad_read if family == "vit" else relevance_read
         return Plan((Request(read, NET_INPUT, rule=rule),))
 

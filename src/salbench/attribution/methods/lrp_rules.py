@@ -73,17 +73,35 @@ class _Epsilon(Function):
 
 
 class _IdentityRule(Function):
-    """y = fn(x) elementwise; backward gradient × y / x, so relevance x ⊙ g_x equals y ⊙ g_y."""
+    """y = fn(x) = x·gate(x) elementwise; backward gradient × gate(x) = y / x, so relevance x ⊙ g_x equals
+    y ⊙ g_y. ``gate`` gives y / x without a division (GELU: Φ(x)); None divides (stabilised)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], gate: Callable[[Tensor], Tensor] | None
+                ) -> Tensor:
         y = fn(x)
-        ctx.save_for_backward(y / stabilize(x, 1e-12))
+        ctx.save_for_backward(y / stabilize(x, 1e-12) if gate is None else gate(x))
         return y
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return g * ctx.saved_tensors[0], None
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        return g * ctx.saved_tensors[0], None, None
+
+
+def _gate(module: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """act(x) / x for activations of the form x·gate(x), else None."""
+    name, approximate = type(module).__name__, getattr(module, "approximate", "none")
+    if name == "GELU" and approximate == "none":
+        return lambda x: torch.special.ndtr(x)
+    if name in ("GELUTanh",) or (name == "GELU" and approximate == "tanh"):
+        return lambda x: 0.5 * (1 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+    if isinstance(module, nn.ReLU):
+        return lambda x: (x > 0).to(x.dtype)
+    if name in ("SiLU", "Swish"):
+        return torch.sigmoid
+    if name == "QuickGELU":
+        return lambda x: torch.sigmoid(1.702 * x)
+    return None
 
 
 class _LayerNormRule(Function):
@@ -103,13 +121,30 @@ class _LayerNormRule(Function):
         return rstd * (gw - gw.mean(ctx.dims, keepdim=True)), None
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """A convolution or linear layer with a batch norm folded in: weight, bias and the functional ops."""
+class _RmsNormRule(Function):
+    """RMSNorm forward; backward with the divisor held constant (identity rule on the normalisation)."""
 
-    module: nn.Module
-    weight: Tensor
-    bias: Tensor | None
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, module: nn.Module) -> Tensor:
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+        ctx.save_for_backward((x.pow(2).mean(dims, keepdim=True) + eps).rsqrt(), module.weight)
+        return type(module).forward(module, x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        rstd, weight = ctx.saved_tensors
+        return rstd * (g if weight is None else g * weight), None
+
+
+class _Layer:
+    """A convolution or linear layer with a batch norm folded in: the weights the rules use and the ops."""
+
+    def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor | None) -> None:
+        self.module, self.weight = module, weight
+        self.w_pos, self.w_neg = weight.clamp(min=0), weight.clamp(max=0)
+        self.b_pos = None if bias is None else bias.clamp(min=0)
+        self.ones = torch.ones_like(weight)
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         m = self.module
@@ -136,23 +171,22 @@ class _ZPlus(Function):
     def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
                 stabilizer: float) -> Tensor:
         y = fn(c)
-        w_pos, w_neg = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
-        b_pos = None if layer.bias is None else layer.bias.clamp(min=0)
         negative = bool((x < 0).any())
-        z = layer.forward(x.clamp(min=0), w_pos, b_pos)
+        z = layer.forward(x.clamp(min=0) if negative else x, layer.w_pos, layer.b_pos)
         if negative:
-            z = z + layer.forward(x.clamp(max=0), w_neg)
-        ctx.save_for_backward(y / stabilize(z, stabilizer), x if negative else None, w_pos, w_neg)
+            z += layer.forward(x.clamp(max=0), layer.w_neg)
+        # z >= 0 (positive weights on positive inputs, negative on negative), so zennit's stabiliser is z + ε
+        ctx.save_for_backward(torch.div(y, z.add_(stabilizer), out=z), x if negative else None)
         ctx.layer, ctx.shape, ctx.negative = layer, x.shape, negative
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
-        s, x, w_pos, w_neg = ctx.saved_tensors
-        gs = g * s
-        grad = ctx.layer.input_grad(ctx.shape, w_pos, gs)
+        s, x = ctx.saved_tensors
+        layer, gs = ctx.layer, g * s
+        grad = layer.input_grad(ctx.shape, layer.w_pos, gs)
         if ctx.negative:
-            grad = torch.where(x > 0, grad, ctx.layer.input_grad(ctx.shape, w_neg, gs))
+            grad = torch.where(x > 0, grad, layer.input_grad(ctx.shape, layer.w_neg, gs))
         return grad, None, None, None, None
 
 
@@ -164,16 +198,15 @@ class _Flat(Function):
     def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
                 stabilizer: float) -> Tensor:
         y = fn(c)
-        ones = torch.ones_like(layer.weight)
-        z = layer.forward(torch.ones_like(x[:1]), ones)
-        ctx.save_for_backward(y / stabilize(z, stabilizer), ones)
+        z = layer.forward(torch.ones_like(x[:1]), layer.ones)  # >= 0: a count of inputs per output
+        ctx.save_for_backward(y / z.add_(stabilizer))
         ctx.layer, ctx.shape = layer, x.shape
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
-        s, ones = ctx.saved_tensors
-        return ctx.layer.input_grad(ctx.shape, ones, g * s), None, None, None, None
+        layer = ctx.layer
+        return layer.input_grad(ctx.shape, layer.ones, g * ctx.saved_tensors[0]), None, None, None, None
 
 
 # ---- model-level contexts ----
@@ -184,6 +217,18 @@ def _activations() -> tuple[type, ...]:
     timm_acts = tuple(getattr(activations, n) for n in ("GELU", "GELUTanh", "QuickGELU", "Swish", "SiLU")
                       if hasattr(activations, n))
     return (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, *timm_acts)
+
+
+def _norm_rules() -> dict[type, type[Function]]:
+    """Normalisation classes over the last dimension(s) and their identity rule (exact classes only:
+    subclasses such as timm's LayerNorm2d normalise other dimensions)."""
+    from timm import layers
+
+    rules: dict[type, type[Function]] = {nn.LayerNorm: _LayerNormRule, layers.LayerNorm: _LayerNormRule,
+                                         layers.RmsNorm: _RmsNormRule}
+    if hasattr(nn, "RMSNorm"):
+        rules[nn.RMSNorm] = _RmsNormRule
+    return rules
 
 
 @contextlib.contextmanager
@@ -222,23 +267,24 @@ def _epsilon_hooks(modules: list[nn.Module], epsilon: float) -> list:
     return [m.register_forward_hook(_output_rule(lambda z: _Epsilon.apply(z, epsilon))) for m in modules]
 
 
-VIT_RULES = ("attnlrp", "cplrp")
+VIT_RULES = ("cplrp", "attnlrp")
 CNN_RULES = ("epsilon_plus_flat",)
 
 
 @dataclass(frozen=True)
 class VitLRP:
-    """AttnLRP (``rule="attnlrp"``) or CP-LRP (``rule="cplrp"``) on a timm ViT; ε for linear layers."""
+    """CP-LRP (``rule="cplrp"``) or AttnLRP (``rule="attnlrp"``) on a timm ViT; ε for linear layers
+    (0: their gradient, LRP-0, as LXT's efficient mode)."""
 
-    rule: str = "attnlrp"
-    epsilon: float = 1e-6
+    rule: str = "cplrp"
+    epsilon: float = 0.0
 
     @contextlib.contextmanager
     def context(self, model: nn.Module) -> Iterator[None]:
         from timm.layers.attention import Attention
 
         inner = inspect_model(model).inner
-        attentions, norms, acts, linears = [], [], [], []
+        attentions, norms, acts, linears, norm_rules = [], [], [], [], _norm_rules()
         for name, m in inner.named_modules():
             if isinstance(m, Attention):
                 if getattr(m, "gate", None) is not None:
@@ -247,8 +293,11 @@ class VitLRP:
             elif "Attention" in type(m).__name__:
                 raise LRPError(f"lrp: {type(m).__name__} ({name}) has no LRP rule here; supported: timm "
                                f"VisionTransformer/DeiT blocks with timm.layers.Attention")
-            elif isinstance(m, nn.LayerNorm):
+            elif type(m) in norm_rules:
                 norms.append(m)
+            elif "Norm" in type(m).__name__ and not isinstance(m, nn.BatchNorm2d):
+                raise LRPError(f"lrp: {type(m).__name__} ({name}) has no LRP rule here; supported normalisations: "
+                               f"{sorted(c.__module__ + '.' + c.__name__ for c in norm_rules)} and BatchNorm2d")
             elif isinstance(m, _activations()):
                 acts.append(m)
             elif isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -262,8 +311,9 @@ class VitLRP:
                 half = _output_rule(lambda t: _Scale.apply(t, 0.5))
                 handles += [attn.q_norm.register_forward_hook(half), attn.k_norm.register_forward_hook(half),
                             attn.norm.register_forward_hook(half)]
-        swaps = [(m, lambda x, m=m: _LayerNormRule.apply(x, m)) for m in norms]
-        swaps += [(m, lambda x, fn=type(m).forward.__get__(m): _IdentityRule.apply(x, fn)) for m in acts]
+        swaps = [(m, lambda x, m=m: norm_rules[type(m)].apply(x, m)) for m in norms]
+        swaps += [(m, lambda x, fn=type(m).forward.__get__(m), gate=_gate(m): _IdentityRule.apply(x, fn, gate))
+                  for m in acts]
         with _hooks(handles), _swapped_forwards(swaps):
             yield
 
@@ -336,10 +386,14 @@ class EpsilonPlusFlat:
                 m.inplace = True
 
 
-def make_rule(family: str, rule: str | None, epsilon: float, stabilizer: float) -> VitLRP | EpsilonPlusFlat:
-    """The LRP rule for a model family (``rule=None``: attnlrp for ViTs, epsilon_plus_flat for CNNs)."""
+def make_rule(family: str, rule: str | None = None, epsilon: float | None = None,
+              stabilizer: float = 1e-6) -> VitLRP | EpsilonPlusFlat:
+    """The LRP rule for a model family. Defaults: ``rule`` cplrp for ViTs, epsilon_plus_flat for CNNs;
+    ``epsilon`` 0 for ViTs (LXT's efficient mode), 1e-6 for CNNs (zennit's EpsilonPlusFlat)."""
     known = VIT_RULES if family == "vit" else CNN_RULES
     rule = rule or known[0]
+    if epsilon is None:
+        epsilon = 0.0 if family == "vit" else 1e-6
     if rule not in known:
         raise LRPError(f"lrp: rule {rule!r} does not apply to a {family} model; use one of {list(known)} "
                        f"(ViT: {list(VIT_RULES)}, CNN: {list(CNN_RULES)})")
