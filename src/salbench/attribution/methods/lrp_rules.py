@@ -144,7 +144,8 @@ class _Layer:
         self.module, self.weight = module, weight
         self.w_pos, self.w_neg = weight.clamp(min=0), weight.clamp(max=0)
         self.b_pos = None if bias is None else bias.clamp(min=0)
-        self.ones = torch.ones_like(weight)
+        # the flat rule's unit weights, one channel in and out (all channels see the same sums)
+        self.ones = weight.new_ones((1, 1, *weight.shape[2:]))
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         m = self.module
@@ -157,6 +158,23 @@ class _Layer:
         if isinstance(m, nn.Linear):
             return g @ weight
         return torch.nn.grad.conv2d_input(shape, weight, g, m.stride, m.padding, m.dilation, m.groups)
+
+    def flat_count(self, shape: torch.Size) -> Tensor:
+        """Inputs per output with unit weights (1×C_out×… or 1×1×…, broadcast): the flat rule's denominator."""
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return self.weight.new_full((1, 1), float(m.in_features))
+        ones = self.weight.new_ones((1, 1, *shape[2:]))
+        return F.conv2d(ones, self.ones, None, m.stride, m.padding, m.dilation) * m.in_channels
+
+    def flat_input_grad(self, shape: torch.Size, g: Tensor) -> Tensor:
+        """Backward of the unit-weight layer: every input channel gets the sum over output channels."""
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return g.sum(-1, keepdim=True).expand(shape)
+        total = torch.nn.grad.conv2d_input((shape[0], 1, *shape[2:]), self.ones, g.sum(1, keepdim=True),
+                                           m.stride, m.padding, m.dilation)
+        return total.expand(shape)
 
 
 class _ZPlus(Function):
@@ -171,7 +189,7 @@ class _ZPlus(Function):
     def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
                 stabilizer: float) -> Tensor:
         y = fn(c)
-        negative = bool((x < 0).any())
+        negative = bool(x.amin() < 0)
         z = layer.forward(x.clamp(min=0) if negative else x, layer.w_pos, layer.b_pos)
         if negative:
             z += layer.forward(x.clamp(max=0), layer.w_neg)
@@ -198,15 +216,14 @@ class _Flat(Function):
     def forward(ctx: Any, x: Tensor, c: Tensor, fn: Callable[[Tensor], Tensor], layer: _Layer,
                 stabilizer: float) -> Tensor:
         y = fn(c)
-        z = layer.forward(torch.ones_like(x[:1]), layer.ones)  # >= 0: a count of inputs per output
-        ctx.save_for_backward(y / z.add_(stabilizer))
+        ctx.save_for_backward(y / layer.flat_count(x.shape).add_(stabilizer))
         ctx.layer, ctx.shape = layer, x.shape
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
         layer = ctx.layer
-        return layer.input_grad(ctx.shape, layer.ones, g * ctx.saved_tensors[0]), None, None, None, None
+        return layer.flat_input_grad(ctx.shape, g * ctx.saved_tensors[0]), None, None, None, None
 
 
 # ---- model-level contexts ----
@@ -366,6 +383,8 @@ class EpsilonPlusFlat:
             if isinstance(layer, nn.Conv2d) and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)):
                 raise LRPError(f"lrp: convolution {layer} pads by {layer.padding_mode!r}/{layer.padding!r}; "
                                f"only zero padding of explicit size is supported")
+            if i == 0 and getattr(layer, "groups", 1) != 1:
+                raise LRPError(f"lrp: the first layer {layer} is a grouped convolution; the flat rule here needs groups=1")
             if isinstance(layer, nn.Linear) and i > 0:
                 handles += _epsilon_hooks([norm or layer], self.epsilon)
                 continue
