@@ -1,9 +1,11 @@
 """Layer-wise relevance propagation (Bach et al. 2015) for CNNs and ViTs, N×C×H×W, in one modified pass.
 
-Parameters: ``rule`` — ``attnlrp`` (default for ViTs; Achtibat et al. 2024) or ``cplrp`` (Ali et al.
-2022) for timm ViT/DeiT models, ``epsilon_plus_flat`` (the only, default one for timm ResNets: zennit's
-composite of that name); ``epsilon`` (1e-6) of the ε-rule on linear layers; ``stabilizer`` (1e-6) of the
-z⁺ and flat rules' denominators. The rules are in :mod:`.lrp_rules`.
+Parameters: ``rule`` — for timm ViT/DeiT models ``cplrp`` (default; Ali et al. 2022, as LXT treats
+torchvision ViTs: conserves relevance exactly without biases) or ``attnlrp`` (Achtibat et al. 2024: its
+softmax rule absorbs part of the relevance by design); for timm ResNets ``epsilon_plus_flat`` (zennit's
+composite of that name, the only one); ``epsilon`` of the ε-rule on linear layers (default 0 for ViTs,
+LXT's efficient mode; 1e-6 for CNNs, zennit's); ``stabilizer`` (1e-6) of the z⁺ and flat rules'
+denominators. The rules are in :mod:`.lrp_rules`.
 
 The explained quantity is the target logit: its gradient seed is 1 and relevance is x ⊙ g (for CNNs
 the flat first layer hands relevance down directly), so a map sums to about that logit, less what

@@ -10,7 +10,9 @@ ViTs (timm VisionTransformer, DeiT, register tokens, conv stems), :class:`VitLRP
   normalisation (divisor held constant) and on elementwise activations (GELU: gradient := GELU(x)/x);
   softmax by its own gradient (= AttnLRP's softmax rule x ⊙ (R − s ΣR), Prop. 3.1); the two attention
   products by the uniform/ε rule (gradient to q and k ÷ 4, to v ÷ 2: each bilinear product halves
-  the relevance of each factor); ε-rule on every linear and convolutional layer.
+  the relevance of each factor); ε-rule on every linear and convolutional layer (ε = 0 by default:
+  their plain gradient, LRP-0, as in LXT's efficient mode). A conv stem (vit-tiny's conv-BN-ReLU) is
+  handled the same way: ε-rule on its convolutions, batch norms by their gradient, identity rule on ReLU.
 - CP-LRP (Ali et al. 2022): the same but the attention weights are held constant (q and k detached),
   so relevance flows through v only; as LXT's ``cp_LRP`` map for torchvision ViTs.
 CNNs (timm ResNet), :class:`EpsilonPlusFlat`: zennit's composite of the same name in one pass:
@@ -384,7 +386,8 @@ class EpsilonPlusFlat:
                 raise LRPError(f"lrp: convolution {layer} pads by {layer.padding_mode!r}/{layer.padding!r}; "
                                f"only zero padding of explicit size is supported")
             if i == 0 and getattr(layer, "groups", 1) != 1:
-                raise LRPError(f"lrp: the first layer {layer} is a grouped convolution; the flat rule here needs groups=1")
+                raise LRPError(f"lrp: the first layer {layer} is a grouped convolution; the flat rule here "
+                               f"needs groups=1")
             if isinstance(layer, nn.Linear) and i > 0:
                 handles += _epsilon_hooks([norm or layer], self.epsilon)
                 continue
