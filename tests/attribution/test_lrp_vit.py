@@ -54,6 +54,14 @@ def test_layernorm_identity_rule_by_hand():
     torch.testing.assert_close(r, torch.tensor([[1.0, -3.0]]))
 
 
+def test_rmsnorm_identity_rule_by_hand():
+    """y = x / rms(x) · w with rms constant: x = [1, 3] (rms √5), w = [2, 1]; seed [1, 0]: R_x = [2/√5, 0] = R_out."""
+    norm = timm.layers.RmsNorm(2, eps=0.0)
+    norm.weight.data = torch.tensor([2.0, 1.0])
+    r = _relevance(norm, torch.tensor([[1.0, 3.0]]), torch.tensor([[1.0, 0.0]]), "attnlrp")
+    torch.testing.assert_close(r, torch.tensor([[2 / math.sqrt(5), 0.0]]))
+
+
 def test_gelu_identity_rule_by_hand():
     """Relevance passes an elementwise activation unchanged: R_x = R_y = GELU(x) for a unit seed."""
     x = torch.tensor([[-1.0, 2.0, 0.0]])
