@@ -221,6 +221,7 @@ def test_default_vit_tiny_with_conv_stem(size):
         r = LRP(model, x, t, rule=rule)
         assert r.shape == x.shape and torch.isfinite(r).all()
     torch.testing.assert_close(LRP(model, x, t).sum((1, 2, 3)), logits, rtol=1e-3, atol=1e-6)
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # switched back after the pass
 
 
 # ---- contract: per sample, deterministic, model untouched ----

@@ -267,6 +267,20 @@ def _swapped_forwards(swaps: list[tuple[nn.Module, Callable]]) -> Iterator[None]
 
 
 @contextlib.contextmanager
+def _out_of_place(model: nn.Module) -> Iterator[None]:
+    """In-place activations switched to out-of-place for the block: a rule's output (or, inside a rule,
+    its input) must not be overwritten."""
+    acts = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    try:
+        for m in acts:
+            m.inplace = False
+        yield
+    finally:
+        for m in acts:
+            m.inplace = True
+
+
+@contextlib.contextmanager
 def _hooks(handles: list) -> Iterator[None]:
     try:
         yield
@@ -333,7 +347,7 @@ class VitLRP:
         swaps = [(m, lambda x, m=m: norm_rules[type(m)].apply(x, m)) for m in norms]
         swaps += [(m, lambda x, fn=type(m).forward.__get__(m), gate=_gate(m): _IdentityRule.apply(x, fn, gate))
                   for m in acts]
-        with _hooks(handles), _swapped_forwards(swaps):
+        with _out_of_place(inner), _hooks(handles), _swapped_forwards(swaps):
             yield
 
 
@@ -397,15 +411,8 @@ class EpsilonPlusFlat:
             else:  # the conv runs as usual; the batch norm after it applies the rule to the conv's input
                 handles.append(layer.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])))
                 swaps.append((norm, _rule_forward(rule, norm, folded, self.stabilizer, inputs, layer)))
-        acts = [m for m in inner.modules() if getattr(m, "inplace", False) is True]
-        try:
-            for m in acts:  # an in-place activation would overwrite a rule's output
-                m.inplace = False
-            with _hooks(handles), _swapped_forwards(swaps):
-                yield
-        finally:
-            for m in acts:
-                m.inplace = True
+        with _out_of_place(inner), _hooks(handles), _swapped_forwards(swaps):
+            yield
 
 
 def make_rule(family: str, rule: str | None = None, epsilon: float | None = None,
