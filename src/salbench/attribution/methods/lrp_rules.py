@@ -155,11 +155,14 @@ class _Layer:
             return F.linear(x, weight, bias)
         return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups)
 
-    def input_grad(self, shape: torch.Size, weight: Tensor, g: Tensor) -> Tensor:
+    def input_grad(self, shape: torch.Size, weight: Tensor, g: Tensor, groups: int | None = None) -> Tensor:
         m = self.module
         if isinstance(m, nn.Linear):
             return g @ weight
-        return torch.nn.grad.conv2d_input(shape, weight, g, m.stride, m.padding, m.dilation, m.groups)
+        # torch.nn.grad.conv2d_input passes an expanded (stride-0) input, which is slower here
+        return torch.ops.aten.convolution_backward(
+            g, g.new_empty(shape), weight, None, m.stride, m.padding, m.dilation, False, [0, 0],
+            m.groups if groups is None else groups, (True, False, False))[0]
 
     def flat_count(self, shape: torch.Size) -> Tensor:
         """Inputs per output with unit weights (1×C_out×… or 1×1×…, broadcast): the flat rule's denominator."""
@@ -174,9 +177,7 @@ class _Layer:
         m = self.module
         if isinstance(m, nn.Linear):
             return g.sum(-1, keepdim=True).expand(shape)
-        total = torch.nn.grad.conv2d_input((shape[0], 1, *shape[2:]), self.ones, g.sum(1, keepdim=True),
-                                           m.stride, m.padding, m.dilation)
-        return total.expand(shape)
+        return self.input_grad((shape[0], 1, *shape[2:]), self.ones, g.sum(1, keepdim=True), groups=1).expand(shape)
 
 
 class _ZPlus(Function):
@@ -371,6 +372,18 @@ def _rule_forward(rule: type[Function], module: nn.Module, folded: _Layer, stabi
     return lambda c: rule.apply(inputs.pop(layer), c, fn, folded, stabilizer)
 
 
+def _kept_input_forward(layer: nn.Module, inputs: dict) -> Callable[[Tensor], Tensor]:
+    """The layer's own forward, without autograd (the rule bypasses it), keeping its input in ``inputs``."""
+    fn = type(layer).forward.__get__(layer)
+
+    def forward(x: Tensor) -> Tensor:
+        inputs[layer] = x
+        with torch.no_grad():
+            return fn(x)
+
+    return forward
+
+
 def _folded(layer: nn.Module, norm: nn.Module | None) -> _Layer:
     """The layer's weight and bias with an eval-mode batch norm folded in."""
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
@@ -408,8 +421,8 @@ class EpsilonPlusFlat:
             rule, folded = (_Flat if i == 0 else _ZPlus), _folded(layer, norm)
             if norm is None:
                 swaps.append((layer, _rule_forward(rule, layer, folded, self.stabilizer)))
-            else:  # the conv runs as usual; the batch norm after it applies the rule to the conv's input
-                handles.append(layer.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])))
+            else:  # the conv keeps its input and runs without a graph; the batch norm after it applies the rule
+                swaps.append((layer, _kept_input_forward(layer, inputs)))
                 swaps.append((norm, _rule_forward(rule, norm, folded, self.stabilizer, inputs, layer)))
         with _out_of_place(inner), _hooks(handles), _swapped_forwards(swaps):
             yield
