@@ -15,7 +15,8 @@ The reference is a training-style step: forward, sum of the target logits, backw
 gradients. Every comparison interleaves the functions round by round and reports the median of the
 per-round ratios, which stays meaningful on a shared, loaded machine.
 
-Run: ``.venv/bin/python benchmarks/attribution.py [--batch 16 --size 64 --threads 1 --repeat 5]``;
+Run: ``.venv/bin/python benchmarks/attribution.py [--batch 16 --size 64 --threads 1 --repeat 5]``
+(``--methods lrp gradient``: table 1 for those methods only);
 the default stage's table alone: ``.venv/bin/python benchmarks/attribution.py --stage --models`` (no model list).
 """
 from __future__ import annotations
@@ -42,6 +43,8 @@ SINGLE_PASS = ["gradient", "gradient_x_input"]
 LAYER_METHODS = ["gradcam", "gradcam_pp", "normgrad", "normgrad_selective", "linear_approx", "layer_gradient"]
 # Methods that run more than one plain pass by construction: guided GradCAM = guided pass + GradCAM pass.
 PASSES = {"guided_gradcam": 2}
+# Extra rows: other variants of a method, per model (row label, method, params).
+VARIANTS = {"vit-tiny": [("lrp (attnlrp)", "lrp", {"rule": "attnlrp"})]}
 
 
 def build_models(size: int, classes: int = 10) -> dict[str, tuple[torch.nn.Module, list[str]]]:
@@ -115,10 +118,11 @@ def bench_model(name: str, model: torch.nn.Module, layers: list[str], x: torch.T
     ref_fn = functools.partial(reference_pass, model, x, t)
     captum = captum_methods(model, model.get_submodule(layers[-1])) if device.type == "cpu" or args.captum else {}
     rows, refs = [], []
-    for method in METHODS:
-        if method == "lrp" and name.startswith("vit"):
+    entries = [(m, m, {}) for m in METHODS] + VARIANTS.get(name, [])
+    for label, method, params in entries:
+        if args.methods and method not in args.methods:
             continue
-        params = SAMPLED.get(method, {})
+        params = {**SAMPLED.get(method, {}), **params}
         passes = params.get("steps", params.get("samples", PASSES.get(method, 1)))
         if method in LAYER_METHODS or method == "guided_gradcam":
             params = {**params, "layer": layers[-1]}
@@ -129,7 +133,7 @@ def bench_model(name: str, model: torch.nn.Module, layers: list[str], x: torch.T
         runs = compare(fns, args.repeat, device)
         refs.append(min(runs["ref"]))
         ours, x_ref, budget = min(runs["ours"]), ratio(runs["ours"], runs["ref"]), 1.5 * passes
-        rows.append([method, f"{passes}", f"{ours * 1e3:.1f}", f"{n / ours:.0f}", f"{x_ref:.2f}", f"{budget:.1f}",
+        rows.append([label, f"{passes}", f"{ours * 1e3:.1f}", f"{n / ours:.0f}", f"{x_ref:.2f}", f"{budget:.1f}",
                      "yes" if x_ref <= budget else "NO",
                      f"{min(runs['captum']) * 1e3:.1f}" if "captum" in runs else "",
                      f"{ratio(runs['ours'], runs['captum']):.2f}" if "captum" in runs else ""])
@@ -137,6 +141,8 @@ def bench_model(name: str, model: torch.nn.Module, layers: list[str], x: torch.T
           f"{min(refs) * 1e3:.1f} ms (fastest of all rounds)")
     table(f"[{name}] each method alone (ms: fastest round; ×ref, ours/captum: median of per-round ratios)",
           ["method", "passes", "ms", "maps/s", "×ref", "budget", "within", "captum ms", "ours/captum"], rows)
+    if args.methods:
+        return
 
     single = [(m, {}) for m in SINGLE_PASS] + [(m, {"layer": layer}) for m in LAYER_METHODS for layer in layers]
     runs = compare({"ref": ref_fn,
@@ -153,9 +159,7 @@ def bench_model(name: str, model: torch.nn.Module, layers: list[str], x: torch.T
             f"{ratio(runs['alone'], runs['ref']):.2f}", "", "1.0×"]])
 
     stage = [*single, ("guided_backprop", {}), ("deconvolution", {}), ("guided_gradcam", {}), ("random", {}),
-             *SAMPLED.items()]
-    if not name.startswith("vit"):
-        stage.append(("lrp", {}))
+             *SAMPLED.items(), ("lrp", {})]
     big = n * 16
     runs = compare({"ref": ref_fn,
                     "fused": functools.partial(attribute_many, model, x, t, stage, batch_size=big),
@@ -240,6 +244,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--captum", action="store_true", help="also time captum on a non-CPU device")
     parser.add_argument("--models", nargs="*", default=None, help="subset of: resnet-small vit-tiny")
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help="only these methods (and their variants) in table 1; skips tables 2 and 3")
     parser.add_argument("--stage", action="store_true", help="also table 4: the default attribute stage's workload")
     parser.add_argument("--stage-images", type=int, default=64, help="images for table 4")
     parser.add_argument("--params", default="params.yaml", help="params file for table 4")

@@ -51,8 +51,8 @@ def test_fused_equals_one_at_a_time(kind, images, targets):
     alone = [METHODS.get(name)(model, images, targets, batch_size=64, **params) for name, params in entries]
     for (name, params), a, b in zip(entries, fused, alone):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=lambda m, e=(name, params): f"{e}: {m}")
-    # One pass per group: plain, guided, deconvolution, the IG path, the shared noise.
-    assert fused_passes == 5
+    # One pass per group: plain, guided, deconvolution, LRP, the IG path, the shared noise.
+    assert fused_passes == 6
     assert counter.n > 5 * fused_passes
 
 

@@ -13,8 +13,7 @@ from attribution.attr_helpers import FAST, MODELS
 RANDOM_BY_DESIGN = {"random"}
 # Control maps: independent of the model and the class by design (tests/attribution/test_controls.py).
 CONTROLS = {"random", "edge", "gt_mask", "gt_blur"}
-CNN_ONLY = {"lrp"}
-CASES = [(m, k) for m in METHODS for k in MODELS if not (m in CNN_ONLY and k.startswith("vit"))]
+CASES = [(m, k) for m in METHODS for k in MODELS]
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +106,6 @@ def test_bad_inputs_say_what_to_pass(models, images, targets):
         method(models["cnn"], images[0], targets)
 
 
-def test_lrp_on_vit_names_alternatives(models, images, targets):
-    with pytest.raises(ValueError, match="CNNs only.*integrated_gradients"):
-        METHODS.get("lrp")(models["vit"], images, targets)
+def test_lrp_rule_of_the_other_family_names_the_right_ones(models, images, targets):
+    with pytest.raises(ValueError, match=r"rule 'attnlrp' does not apply to a cnn model.*epsilon_plus_flat"):
+        METHODS.get("lrp")(models["cnn"], images, targets, rule="attnlrp")

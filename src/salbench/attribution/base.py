@@ -32,12 +32,12 @@ class Method:
     name = "method"
     constraints: Mapping[str, Any] = {}  # ranges and name choices of params, declared by `register`
     takes_base_params = False  # also takes the params of the method named by its `base` param
+    needs: tuple[str, ...] = ()
+    """Per-sample inputs the method reads besides the images, passed as keywords of these names."""
 
     def params(self) -> dict[str, Param]:
         """The params this method takes (types and defaults from its signature, constraints from `register`)."""
         return signature_params(self.plan, skip=("model",), constraints=self.constraints)
-    needs: tuple[str, ...] = ()
-    """Per-sample inputs the method reads besides the images, passed as keywords of these names."""
 
     def plan(self, model: nn.Module, **params: Any) -> Plan | None:
         """Engine requests for these params, or None when the method runs its own passes."""

@@ -1,7 +1,8 @@
 """Fused single-pass engine: one forward and one backward serve every request that can share them.
 
 A :class:`Request` names what to read from a pass: a reader function of (value, gradient), at the
-input (``layer=None``) or at a named layer. Requests that share a sampler (plain input, SmoothGrad
+input (``layer=None``), at a named layer, or at the input of the timm network inside a wrapper
+(``layer=NET_INPUT``, after the wrapper's normalisation). Requests that share a sampler (plain input, SmoothGrad
 noise, an integration path) and a backward rule (plain gradient, guided backprop, deconvolution)
 share their passes: hooks go on every requested layer once, the forward runs once, and one
 ``torch.autograd.grad`` call returns the input and all layer gradients (parameter gradients off).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,16 @@ from .model import ModelInfo, attribution_mode, inspect_model, is_channels_last,
 
 Reader = Callable[..., Tensor]
 """(value, gradient, **options) -> map: N×C×H×W at the input, N×1×h×w at a layer (N×K×h×w inputs)."""
+
+NET_INPUT = "<net input>"
+"""Request layer meaning the input of the timm network (``inspect_model(model).inner``), N×C×H×W."""
+
+
+class ModelRule(Protocol):
+    """A backward rule for the whole model (e.g. LRP): a hashable object whose ``context(model)`` modifies
+    the model's backward pass while open and restores the model on exit."""
+
+    def context(self, model: nn.Module) -> ContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -102,13 +113,14 @@ class Request:
     read: reader function; layer: canonical module name or None for the input; options: sorted
     (name, value) pairs passed to the reader; sampler/rule: what the pass is; reduce: "mean"
     (sampler-weighted mean over points) or "var" (variance over noise samples, VarGrad).
+    rule may also be a :class:`ModelRule`.
     """
 
     read: Reader
     layer: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
     sampler: Sampler = PLAIN
-    rule: str = "gradient"
+    rule: str | ModelRule = "gradient"
     reduce: str = "mean"
 
 
@@ -123,8 +135,10 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear upsampling (align_corners=False) of N×C×h×w maps to ``size``.
 
     Bilinear interpolation is separable, so two small matrix products give F.interpolate's result
-    (to float rounding) several times faster on the CPU.
+    (to float rounding) several times faster on the CPU. Maps already of ``size`` are returned as they are.
     """
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
     rows = _interpolation_matrix(maps.shape[-2], size[0]).to(maps)
     cols = _interpolation_matrix(maps.shape[-1], size[1]).to(maps)
     return rows @ maps @ cols.T
@@ -165,12 +179,16 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
 
 
 @contextlib.contextmanager
-def backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
-    """Apply a backward rule at every activation module (ReLU for CNNs, GELU for ViTs).
+def backward_rule(model: nn.Module, rule: str | ModelRule) -> Iterator[None]:
+    """Apply a backward rule at every activation module (ReLU for CNNs, GELU for ViTs), or a model rule.
 
     In-place activations are switched to out-of-place meanwhile: module backward hooks cannot wrap
     a tensor that is modified in place.
     """
+    if not isinstance(rule, str):
+        with rule.context(model):
+            yield
+        return
     fn = RULES.get(rule)
     if fn is None:
         yield
@@ -198,7 +216,11 @@ class _Capture:
 
     def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
         self.outputs: dict[str, Tensor] = {}
-        self.handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in layers]
+        self.handles = [inspect_model(model).inner.register_forward_pre_hook(self._input_hook) if name == NET_INPUT
+                        else model.get_submodule(name).register_forward_hook(self._hook(name)) for name in layers]
+
+    def _input_hook(self, module: nn.Module, args: Any) -> None:
+        self.outputs[NET_INPUT] = args[0]
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> Tensor:
@@ -260,7 +282,7 @@ def _run_group(
     info, device = inspect_model(model), model_device(model)
     n, hw = images.shape[0], tuple(images.shape[2:])
     layers = sorted({r.layer for r in requests if r.layer is not None})
-    channels_last = {name: is_channels_last(model.get_submodule(name)) for name in layers}
+    channels_last = {name: name != NET_INPUT and is_channels_last(model.get_submodule(name)) for name in layers}
     need_input = any(r.layer is None for r in requests)
     weights = sampler.weights()
     per_chunk_images, per_chunk_steps = max(1, batch_size // sampler.size), min(sampler.size, batch_size)
@@ -312,7 +334,7 @@ def execute(model: nn.Module, images: Tensor, targets: Tensor, plans: Sequence[P
     targets = targets.long()
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    groups: dict[tuple[Sampler, str], list[Request]] = {}
+    groups: dict[tuple[Sampler, str | ModelRule], list[Request]] = {}
     for plan in plans:
         for r in plan.requests:
             group = groups.setdefault((r.sampler, r.rule), [])
