@@ -34,7 +34,7 @@ def test_edge_and_random_counts_on_mass_accuracy(controls: pd.DataFrame) -> None
     # random 0.12: beats IG (0.05), ties deconvolution (0.15), loses to the 13 others
     assert (r["random_beats"], r["random_ties"], r["random_loses"], r["random_rank"]) == (1, 1, 13, 15)
     assert r["random_beaten"] and r["gt_mask_rank"] == 1 and r["better"] == "higher"
-    assert row(controls, "vit-tiny", "mass_accuracy", "pooling=sum_abs")["n_methods"] == 14  # no LRP on the ViT
+    assert row(controls, "vit-tiny", "mass_accuracy", "pooling=sum_abs")["n_methods"] == 16  # + attnlrp on the ViT
 
 
 def test_edge_flagged_where_it_beats_most_methods(controls: pd.DataFrame) -> None:
