@@ -60,8 +60,9 @@ def test_with_a_perfect_generator_and_f_the_rule_depict_is_the_true_importance(t
     json.dumps(rep)  # JSON-able
     short = summary({"f": rep}, {"red_cube": 0.9, "blue_sphere": 0.7, "yellow_object": None})
     assert short["h_test_auroc_mean"] == pytest.approx(0.8)  # undefined AUROCs are left out
-    assert short["f"]["bits"] == {"spearman_true": g["spearman_true"], "spearman_saliency": g["spearman_saliency"],
-                                  "check1_f": 0.0, "check1_h": 0.0, "check2_max_abs_other": 0.0}
+    assert short["f"]["bits"] == {"trusted": True, "reasons": [], "spearman_true": g["spearman_true"],
+                                  "spearman_saliency": g["spearman_saliency"], "check1_f": 0.0, "check1_h": 0.0,
+                                  "check1_h_max": 0.0, "check2_max_abs_other": 0.0}
 
 
 def test_check2_flags_a_generator_that_moves_another_concept(task) -> None:

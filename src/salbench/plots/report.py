@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import FIGURES, Inputs, Run
+from .depict import caption_note
 
 KEY_METRICS = {
     "mass_accuracy/l2_sq": "mass acc. (l2²)", "rank_accuracy/max_norm": "rank acc. (max)", "pointing_game": "pointing",
@@ -86,8 +87,9 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes]) -> str:
     for name, data in pngs.items():
         fig = FIGURES.get(name)
         src = base64.b64encode(data).decode()
+        caption = fig.caption + (caption_note(inputs.depict) if name == "depict" else "")  # + untrusted pairs
         parts.append(f"<h2>{html.escape(fig.title)}</h2><figure><img alt='{name}' src='data:image/png;base64,{src}'>"
-                     f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("<h2>Key numbers per task and model</h2>")
     for run in inputs.runs:
         acc = run.metrics.get("accuracy")
