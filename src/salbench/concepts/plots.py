@@ -57,6 +57,16 @@ def save_concept_grid(path: str | Path, real: torch.Tensor, captions: Sequence[s
 
 
 def save_importance_figure(path: str | Path, reports: Mapping[str, Mapping[str, Any]]) -> None:
+    """:func:`importance_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = importance_figure(reports)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def importance_figure(reports: Mapping[str, Mapping[str, Any]]) -> Any:
     """One panel per classifier: true importance and each generator's mean ± std per concept; an untrusted
     generator (failed DEPICT's check 1 or 2) is light grey and hatched, labelled untrusted with its largest gaps."""
     import matplotlib
@@ -86,6 +96,4 @@ def save_importance_figure(path: str | Path, reports: Mapping[str, Mapping[str, 
         ax.set_ylabel("AUROC drop")
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
+    return fig
