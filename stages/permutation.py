@@ -73,6 +73,9 @@ def main() -> None:
             for g, r in reports[m]["generators"].items()))
     # h does not depend on f: check 1 of h per concept, once per generator
     h_check1 = {g: check1_table(names, next(iter(e.values()))) for g, e in evals.items() if e}
+    for g, table in h_check1.items():
+        print(f"check 1 of h on {g} (AUROC real/generated): " + ", ".join(
+            f"{c} {json_str(v['real'])}/{json_str(v['generated'])}" for c, v in table.items()))
 
     with atomic_dir(args.out) as tmp, atomic_dir(args.plots) as tmp_plots:
         save_checkpoint(tmp / "h", h, {
@@ -84,6 +87,10 @@ def main() -> None:
         if reports:
             save_importance_figure(tmp_plots / "importance.png", reports)
     write_json(args.metrics, summary(reports, h_auroc))
+
+
+def json_str(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def changed_phrases(task: Presence, before: torch.Tensor, after: torch.Tensor, c
     where its value changed, else None."""
     k = task.names.index(concept)
     ph = phrase(task.concepts[concept])
-    return [None if b == a else ("a " if a else "no ") + ph for b, a in zip(before[:, k].tolist(), after[:, k].tolist())]
+    pairs = zip(before[:, k].tolist(), after[:, k].tolist())
+    return [None if b == a else ("a " if a else "no ") + ph for b, a in pairs]
 
 
 def vocabulary(task: Presence) -> list[str]:

@@ -192,7 +192,7 @@ class Checks:
 
 
 def check1_table(names: Sequence[str], r: GeneratorEvaluation) -> dict[str, dict[str, float | None]]:
-    """Check 1 of h per concept: its AUROC on real and on generated (unpermuted) images and the gap real − generated."""
+    """h's check 1 per concept: AUROC on real and on generated (unpermuted) images, and the gap real − generated."""
     return {n: {"real": json_number(a), "generated": json_number(b), "gap": json_number(a - b)}
             for n, a, b in zip(names, r.h_real, r.h_generated)}
 

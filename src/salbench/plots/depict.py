@@ -44,7 +44,8 @@ def caption_note(depict: Mapping[str, Any] | None) -> str:
     if not d.get("models"):
         return ""
     checks = d.get("checks") or next(iter(d["models"].values())).get("checks", {})
-    limits = f"check 1 gap ≤ {checks.get('max_gap', '?')}, check 2 off-concept change ≤ {checks.get('max_other', '?')}"
+    limits = (f"check 1 gap ≤ {checks.get('max_gap', '?')}, "
+              f"check 2 off-concept change ≤ {checks.get('max_other', '?')}")
     bad = untrusted(d)
     if not bad:
         return f" Every classifier × generator passed DEPICT's checks ({limits})."
