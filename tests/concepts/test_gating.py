@@ -65,7 +65,8 @@ def test_a_noise_generator_is_untrusted_end_to_end(task) -> None:
     assert labels == ["true (rule)", "renderer", "noise (untrusted)"]
     assert handles[2].patches[0].get_hatch() == "///" and handles[1].patches[0].get_hatch() is None
     texts = " ".join(t.get_text() for a in fig.axes for t in a.texts)
-    assert "UNTRUSTED noise for rule" in texts and "check 1 (f)" in texts
+    assert "UNTRUSTED noise for rule: failed check 1 (f), check 1 (h)" in texts
+    assert f"check1_f {noise['gaps']['check1_f']:.3f}" in texts
     # report: the DEPICT caption names the untrusted pair, the reason and the gaps
     html = unescape(render_report(Inputs([], results), {"depict": png_bytes(fig, 40)}))
     pyplot().close(fig)

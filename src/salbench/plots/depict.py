@@ -92,9 +92,9 @@ def draw(inputs: Inputs) -> Any:
     text_ax = fig.add_subplot(grid[1, 1:])
     text_ax.axis("off")
     bad = untrusted(depict)
-    lines = [f"UNTRUSTED {g} for {m}: " + "; ".join(r["reasons"]) for m, g, r in bad] or \
-        ["every classifier × generator passed checks 1 and 2"]
-    text_ax.text(0, 1, "\n".join(textwrap.fill(s, 90) for s in lines), va="top", ha="left", fontsize=6.5,
+    lines = [f"UNTRUSTED {g} for {m}: failed " + ", ".join(x.split(":")[0] for x in r["reasons"]) +
+             f"; largest gaps: {_gaps(r)}" for m, g, r in bad] or ["every classifier × generator passed checks 1 and 2"]
+    text_ax.text(0, 1, "\n".join(textwrap.fill(s, 80) for s in lines), va="top", ha="left", fontsize=7,
                  color="#b00000" if bad else "#222222", transform=text_ax.transAxes)
     fig.tight_layout()
     return fig
