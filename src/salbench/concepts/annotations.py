@@ -25,7 +25,7 @@ def task_from_manifest(manifest: Mapping[str, Any]) -> tuple[World, Presence]:
     """The world and ``presence`` task a rendered split was made with (from its manifest's provenance)."""
     if manifest.get("task") != "presence":
         raise ParamsError(f"DEPICT needs the 'presence' task (concepts with a known rule); the rendered task is "
-                         f"{manifest.get('task')!r}; set concepts.task: presence")
+                          f"{manifest.get('task')!r}; set concepts.task: presence")
     prov = manifest["provenance"]["params"]
     world = World.from_params(prov["render"])
     return world, build_task("presence", world, prov["task"])

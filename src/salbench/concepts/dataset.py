@@ -82,7 +82,7 @@ def load_generated(gen_dir: str | Path, plan: Plan) -> tuple[torch.Tensor, Calla
     stale = [k for k, v in ours.items() if saved[k].shape != v.shape or not torch.equal(saved[k], v)]
     if stale:
         raise SalbenchError(f"{gen_dir} was generated for another plan ({', '.join(stale)} differ); run "
-                         f"`dvc repro {stage}` with the current concepts params")
+                            f"`dvc repro {stage}` with the current concepts params")
     baseline = torch.from_numpy(load_shard(gen_dir / "baseline.safetensors", stage)["images"])
     names = plan.permuted_names
     return baseline, lambda a: torch.from_numpy(

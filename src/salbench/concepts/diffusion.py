@@ -81,17 +81,17 @@ class DiffusionConfig:
         cfg = cls(**{k: tuple(v) if k == "channels" else v for k, v in p.items()})
         if cfg.resolution % 2 ** (len(cfg.channels) - 1):
             raise ParamsError(f"{where}.resolution={cfg.resolution} must be divisible by 2^(len(channels)-1) = "
-                             f"{2 ** (len(cfg.channels) - 1)}")
+                              f"{2 ** (len(cfg.channels) - 1)}")
         if len(cfg.channels) < 2 or any(c % 8 or c % cfg.attention_head_dim for c in cfg.channels):
             raise ParamsError(f"{where}.channels={list(cfg.channels)}: give >= 2 widths, each a multiple of 8 and of "
-                             f"attention_head_dim={cfg.attention_head_dim}")
+                              f"attention_head_dim={cfg.attention_head_dim}")
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ParamsError(f"{where}.prediction_type must be epsilon, v_prediction or sample, "
-                             f"got {cfg.prediction_type!r}")
+                              f"got {cfg.prediction_type!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
                 or not 0 <= cfg.ema_decay < 1 or cfg.snr_gamma < 0:
             raise ParamsError(f"{where}: need steps, batch_size, inference_steps >= 1, 0 <= p_uncond < 1, "
-                             "0 <= ema_decay < 1 and snr_gamma >= 0")
+                              "0 <= ema_decay < 1 and snr_gamma >= 0")
         return cfg
 
 
