@@ -133,3 +133,14 @@ def test_bad_checks_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
         Checks.from_params(params)
     assert Checks.from_params(None) == Checks(0.1, 0.1)
+
+
+def test_results_without_verdicts_make_no_claim(task) -> None:
+    """Results written before the gating existed carry no `trusted`: the caption says nothing either way."""
+    from salbench.plots.depict import caption_note
+
+    results = depict_results(task, noisy=True)
+    for r in results["models"]["rule"]["generators"].values():
+        del r["trusted"]
+    assert caption_note(results) == "" and caption_note(None) == ""
+    assert caption_note(depict_results(task, noisy=True)).startswith(" UNTRUSTED")

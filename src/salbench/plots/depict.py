@@ -29,8 +29,14 @@ def h_check1(depict: Mapping[str, Any] | None) -> dict[str, dict[str, dict[str, 
     out = {}
     for rep in d.get("models", {}).values():
         for g, r in rep["generators"].items():
-            out.setdefault(g, r["check1"].get("h_table", {}))
+            if r.get("check1", {}).get("h_table"):
+                out.setdefault(g, r["check1"]["h_table"])
     return out
+
+
+def gated(depict: Mapping[str, Any] | None) -> bool:
+    """Whether the results carry the checks' verdicts (results written before the gating existed do not)."""
+    return any("trusted" in r for rep in (depict or {}).get("models", {}).values() for r in rep["generators"].values())
 
 
 def _gaps(r: Mapping[str, Any]) -> str:
@@ -41,7 +47,7 @@ def _gaps(r: Mapping[str, Any]) -> str:
 def caption_note(depict: Mapping[str, Any] | None) -> str:
     """The report's per-run addition to the DEPICT caption: which pairs are untrusted, why, and the gaps."""
     d = depict or {}
-    if not d.get("models"):
+    if not gated(d):
         return ""
     checks = d.get("checks") or next(iter(d["models"].values())).get("checks", {})
     limits = (f"check 1 gap ≤ {checks.get('max_gap', '?')}, "
@@ -93,7 +99,8 @@ def draw(inputs: Inputs) -> Any:
     text_ax.axis("off")
     bad = untrusted(depict)
     lines = [f"UNTRUSTED {g} for {m}: failed " + ", ".join(x.split(":")[0] for x in r["reasons"]) +
-             f"; largest gaps: {_gaps(r)}" for m, g, r in bad] or ["every classifier × generator passed checks 1 and 2"]
+             f"; largest gaps: {_gaps(r)}" for m, g, r in bad] or \
+        (["every classifier × generator passed checks 1 and 2"] if gated(depict) else [])
     text_ax.text(0, 1, "\n".join(textwrap.fill(s, 80) for s in lines), va="top", ha="left", fontsize=7,
                  color="#b00000" if bad else "#222222", transform=text_ax.transAxes)
     fig.tight_layout()
