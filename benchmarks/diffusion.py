@@ -33,6 +33,8 @@ from salbench.params import load_params, section
 
 
 def concepts_params(params: str, profile: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The ``concepts`` section (with ``profile`` applied and ``KEY=VALUE`` diffusion overrides); ``n_images: 0``
+    becomes the size of the rendered split it means."""
     p = load_params(params)
     if profile:
         from salbench.profile import load_profile, merge
@@ -42,6 +44,7 @@ def concepts_params(params: str, profile: str | None, overrides: list[str]) -> d
     for kv in overrides:
         key, value = kv.split("=", 1)
         c.setdefault("diffusion", {})[key] = yaml.safe_load(value)
+    c["n_images"] = int(c.get("n_images", 0)) or int(p["render"]["splits"][c.get("split", "test")])
     return c
 
 
@@ -76,7 +79,7 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
             name = f"{device} ({threads} thr)" if device == "cpu" else device
             rates[name] = (train_rate, sample_rate)
             print(f"{name:12s} {train_rate:14.3f} {sample_rate:14.2f}")
-    n = int(c.get("n_images", 64)) or 250
+    n = c["n_images"]
     k = len(c.get("concepts") or [1] * 4)
     generated = n * (1 + k * int(c.get("permutations", 3)))
     print(f"one DEPICT run: {cfg.steps} training steps + {generated} generated images "
