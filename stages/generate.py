@@ -1,8 +1,9 @@
 """DVC stage `generate@<generator>`: DEPICT counterfactuals g(c) and g(c^j) of every permuted concept.
 
 Writes data/concepts/generate/<generator>/ (plan, baseline and permuted image shards, manifest; a trained
-diffusion pipeline under model/) and data/plots/concepts/<generator>/ (counterfactual grid; dvclive logs
-and sample grids of the diffusion training under train/).
+diffusion pipeline under model/) and data/plots/concepts/<generator>/ (counterfactuals.png: g(c) and g(c^j) rows;
+grid.png: real image, caption, g(c) and g(c^j) per image; dvclive logs and sample grids of the diffusion
+training under train/).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from dvclive import Live
 
 from salbench.concepts import GeneratorContext, build_generator
 from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_training, save_generated
-from salbench.concepts.plots import counterfactual_grid, save_png
+from salbench.concepts.annotations import captions, changed_phrases
+from salbench.concepts.plots import counterfactual_grid, save_concept_grid, save_png
 from salbench.device import resolve_device
 from salbench.errors import cli
 from salbench.io import atomic_dir, provenance
@@ -62,8 +64,15 @@ def main() -> None:
             "generator": args.generator, "resolution": gen.resolution, "n": len(index),
             "permutations": plan.perms.shape[1], "provenance": provenance({"concepts": p}, seed),
         })
+        n_show = int(p.get("preview", 8))
         save_png(tmp_plots / "counterfactuals.png",
-                 counterfactual_grid(baseline, [v[0] for v in permuted.values()], int(p.get("preview", 8))))
+                 counterfactual_grid(baseline, [v[0] for v in permuted.values()], n_show))
+        rows = slice(0, min(n_show, len(index)))
+        save_concept_grid(tmp_plots / "grid.png", ev.images[rows], captions(ev.task, plan.concepts[rows]),
+                          baseline[rows], {j: v[0, rows] for j, v in permuted.items()},
+                          {j: changed_phrases(ev.task, plan.concepts[rows], plan.targets(a, 0)[rows], j)
+                           for a, j in enumerate(plan.permuted_names)},
+                          f"generate@{args.generator}: real image and caption, g(c), g(c^j) (first permutation)")
     n_images = len(index) * (1 + sum(len(v) for v in permuted.values()))
     print(f"generate@{args.generator}: {n_images} images in {seconds:.1f} s (build {t_build:.1f} s) -> {out}")
 

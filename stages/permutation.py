@@ -21,7 +21,7 @@ from salbench.concepts import (auroc, evaluate_generator, logits, object_concept
                                train_concept_classifier, true_importance)
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_generated, load_training
-from salbench.concepts.depict import json_number, summary
+from salbench.concepts.depict import Checks, check1_table, json_number, summary
 from salbench.concepts.plots import save_importance_figure
 from salbench.device import resolve_device
 from salbench.errors import cli
@@ -45,6 +45,7 @@ def main() -> None:
     p = section(load_params(args.params), "concepts")
     check_keys(p, PARAM_KEYS, "concepts")
     h_spec, h_size, h_cfg = classifier_params(p.get("h") or {})
+    checks = Checks.from_params(p.get("checks"))
     seed, device, bs = int(p.get("seed", 0)), resolve_device(p.get("device", "cpu")), int(p.get("batch_size", 250))
     set_deterministic(seed, device)
     task_name, method = p.get("task", "presence"), p.get("saliency", "gradcam")
@@ -69,19 +70,31 @@ def main() -> None:
     reports = {}
     for m, f in fs.items():
         sal = saliency_scores(f, f.input_size, ev.images, ev.instance.long(), carriers, plan.concepts, method, bs)
-        reports[m] = report(plan, truth, sal, method, {g: e[m] for g, e in evals.items()})
-        print(f"permutation {m}: " + "; ".join(f"{g} ranking {r['ranking']} (Spearman with true {r['spearman_true']})"
-                                              for g, r in reports[m]["generators"].items()))
+        reports[m] = report(plan, truth, sal, method, {g: e[m] for g, e in evals.items()}, checks)
+        print(f"permutation {m}: " + "; ".join(
+            f"{g} ranking {r['ranking']} (Spearman with true {r['spearman_true']})"
+            + ("" if r["trusted"] else " UNTRUSTED: " + "; ".join(r["reasons"]))
+            for g, r in reports[m]["generators"].items()))
+    # h does not depend on f: check 1 of h per concept, once per generator
+    h_check1 = {g: check1_table(names, next(iter(e.values()))) for g, e in evals.items() if e}
+    for g, table in h_check1.items():
+        print(f"check 1 of h on {g} (AUROC real/generated): " + ", ".join(
+            f"{c} {json_str(v['real'])}/{json_str(v['generated'])}" for c, v in table.items()))
 
     with atomic_dir(args.out) as tmp, atomic_dir(args.plots) as tmp_plots:
         save_checkpoint(tmp / "h", h, {
             "task": task_name, "classes": names, "accuracy": {"test": h_accuracy}, "params_hash": params_hash(p),
             "seed": seed, "versions": provenance({}, seed)["versions"]})
-        write_json(tmp / "results.json", {"models": reports, "h_test_auroc": h_auroc,
+        write_json(tmp / "results.json", {"models": reports, "h_test_auroc": h_auroc, "h_check1": h_check1,
+                                          "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other},
                                           "provenance": provenance({"concepts": p}, seed)})
         if reports:
             save_importance_figure(tmp_plots / "importance.png", reports)
     write_json(args.metrics, summary(reports, h_auroc))
+
+
+def json_str(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Tiny rendered presence scenes shared by the concept tests (64 px, a few images)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -9,6 +11,8 @@ from helpers import PRESENCE
 
 from salbench.render import World, build_task, render_splits
 from salbench.render.tasks import Presence
+
+sys.path.insert(0, str(Path(__file__).parent))  # shared test modules (synthetic.py) under --import-mode=importlib
 
 WORLD = World(resolution=64, max_objects=5, min_pixels=12)
 # Concepts that are colours only, so a colour detector is an exact concept detector on images.

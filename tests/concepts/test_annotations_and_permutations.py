@@ -63,6 +63,14 @@ def test_a_permutation_changes_only_its_column_and_keeps_the_count(task, scenes,
     for before, after, moved in zip(captions(task, c), captions(task, out), changed.tolist()):
         diff = [k for k, (a, b) in enumerate(zip(before.split(", "), after.split(", "))) if a != b]
         assert diff == ([j] if moved else [])
+    # In token ids (what the text encoder sees): only concept j's article token ("a" <-> "no") changes;
+    # every phrase is 3 words and a comma, so concept j's article is token 4j.
+    tok = build_tokenizer(vocabulary(task), 15)
+    ids_before = torch.tensor(tok(captions(task, c)).input_ids)
+    ids_after = torch.tensor(tok(captions(task, out)).input_ids)
+    moved_rows, moved_tokens = (ids_before != ids_after).nonzero(as_tuple=True)
+    assert moved_rows.tolist() == changed.nonzero().flatten().tolist() and (moved_tokens == 4 * j).all()
+    assert {tok.convert_ids_to_tokens(int(i)) for i in ids_after[moved_rows, 4 * j]} <= {"a", "no"}
 
 
 def test_permutations_are_distinct_seeded_and_can_exhaust_every_ordering() -> None:

@@ -12,28 +12,7 @@ from salbench.concepts import (Plan, concept_matrix, evaluate_generator, object_
 from salbench.concepts.depict import summary
 from salbench.models import TrainConfig, build_model
 
-
-def bits_images(concepts: torch.Tensor) -> torch.Tensor:
-    """Uint8 N×8×8×3 images whose red channel shows the concept bits in columns 0..K-1: a perfect generator."""
-    img = torch.zeros(len(concepts), 8, 8, 3, dtype=torch.uint8)
-    img[:, :, : concepts.shape[1], 0] = concepts[:, None, :].to(torch.uint8) * 255
-    return img
-
-
-class BitsReader(nn.Module):
-    """Reads the concept bits back from :func:`bits_images`; ``rule`` turns them into binary logits (else K logits)."""
-
-    def __init__(self, k: int, rule: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.k, self.rule = k, rule
-        self.unused = nn.Parameter(torch.zeros(()))  # a device to read
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bits = x[:, 0, 0, : self.k] > 0.5
-        if self.rule is None:
-            return bits.float() * 2 - 1
-        score = self.rule[(bits.long() * 2 ** torch.arange(self.k)).sum(1)].float()
-        return torch.stack([torch.zeros_like(score), score], 1)
+from synthetic import BitsReader, bits_images
 
 
 def test_with_a_perfect_generator_and_f_the_rule_depict_is_the_true_importance(task) -> None:
@@ -60,8 +39,9 @@ def test_with_a_perfect_generator_and_f_the_rule_depict_is_the_true_importance(t
     json.dumps(rep)  # JSON-able
     short = summary({"f": rep}, {"red_cube": 0.9, "blue_sphere": 0.7, "yellow_object": None})
     assert short["h_test_auroc_mean"] == pytest.approx(0.8)  # undefined AUROCs are left out
-    assert short["f"]["bits"] == {"spearman_true": g["spearman_true"], "spearman_saliency": g["spearman_saliency"],
-                                  "check1_f": 0.0, "check1_h": 0.0, "check2_max_abs_other": 0.0}
+    assert short["f"]["bits"] == {"trusted": True, "reasons": [], "spearman_true": g["spearman_true"],
+                                  "spearman_saliency": g["spearman_saliency"], "check1_f": 0.0, "check1_h": 0.0,
+                                  "check1_h_max": 0.0, "check2_max_abs_other": 0.0}
 
 
 def test_check2_flags_a_generator_that_moves_another_concept(task) -> None:

@@ -102,12 +102,51 @@ def test_any_diffusers_text_to_image_pipeline_can_be_loaded(task, world, scenes,
     assert captions(task, c)[0].startswith(("a red cube", "no red cube"))
 
 
+def test_an_untrained_pipeline_saved_locally_loads_through_pretrained_and_is_reproducible(task, world, scenes,
+                                                                                         tmp_path) -> None:
+    """Random weights, no training: save_pretrained to a directory, then concepts.diffusion.pretrained -> the
+    generator interface: uint8 N×R×R×3, the same images for the same seed, other images for another seed."""
+    cfg = DiffusionConfig.from_params(TINY)
+    build_diffusion_pipeline(cfg, vocabulary(task), 15, seed=7).save_pretrained(tmp_path / "pipe")
+    params = {**TINY, "pretrained": str(tmp_path / "pipe")}
+    c = concept_matrix(task, scenes["test"][1])[:4]
+    idx = torch.arange(4)
+    a = build_generator("diffusion", params, tiny_context(task, world, scenes, None))
+    out = a(c, idx)
+    assert out.shape == (4, 16, 16, 3) and out.dtype == torch.uint8 and out.float().std() > 0
+    b = build_generator("diffusion", params, tiny_context(task, world, scenes, None))
+    assert torch.equal(b(c, idx), out)  # a fresh load, the same seed: the same images
+    ctx = tiny_context(task, world, scenes, None)
+    ctx.seed = 1
+    assert not torch.equal(build_generator("diffusion", params, ctx)(c, idx), out)
+
+
+def test_min_snr_weights_hand_computed() -> None:
+    from diffusers import DDPMScheduler
+
+    from salbench.concepts.diffusion import snr_weights
+
+    t = torch.tensor([0, 500, 999])
+    for kind in ("epsilon", "v_prediction", "sample"):
+        sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=kind)
+        abar = sched.alphas_cumprod[t]
+        snr = abar / (1 - abar)
+        w = snr_weights(sched, t, 5.0)
+        expected = {"epsilon": snr.clamp(max=5) / snr, "v_prediction": snr.clamp(max=5) / (snr + 1),
+                    "sample": snr.clamp(max=5)}[kind]
+        torch.testing.assert_close(w, expected)
+        assert snr[0] > 5 > snr[2]  # the clip binds at low noise only
+    torch.testing.assert_close(snr_weights(DDPMScheduler(prediction_type="v_prediction"), t[2:], 5.0),
+                               (snr / (snr + 1))[2:])  # below γ, v-prediction's weight is SNR / (SNR + 1)
+
+
 @pytest.mark.parametrize(("params", "match"), [
     ({"stesp": 3}, "did you mean 'steps'"),
     ({"channels": [8]}, "give >= 2 widths"),
     ({"channels": [12, 16]}, "multiple of 8"),
     ({"resolution": 18, "channels": [8, 16, 16]}, "divisible by 2"),
     ({"p_uncond": 1.0}, "p_uncond < 1"),
+    ({"snr_gamma": -1.0}, "snr_gamma >= 0"),
 ])
 def test_bad_diffusion_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -67,10 +67,21 @@ def test_generate_and_permutation_stages_end_to_end(workdir: Path) -> None:
     plots = workdir / "data/plots/concepts"
     assert (plots / "renderer/counterfactuals.png").exists() and (plots / "diffusion/train/metrics.json").exists()
     assert (plots / "permutation/importance.png").exists()
+    assert (plots / "renderer/grid.png").exists() and (plots / "diffusion/grid.png").exists()
 
     metrics = json.loads((workdir / "data/metrics/depict.json").read_text())["resnet-small"]
     assert metrics["renderer"]["check1_f"] == 0 and metrics["renderer"]["check1_h"] == 0
     assert set(metrics) == {"renderer", "diffusion", "agreement"}
+    results_all = json.loads((workdir / "data/concepts/permutation/results.json").read_text())
+    for g in ("renderer", "diffusion"):  # gated on checks 1 and 2 (default thresholds 0.1)
+        entry = results_all["models"]["resnet-small"]["generators"][g]
+        assert metrics[g]["trusted"] == entry["trusted"] == (metrics[g]["reasons"] == entry["reasons"] == [])
+        within = [abs(v) <= 0.1 for v in entry["gaps"].values() if v is not None]
+        assert entry["trusted"] == all(within)
+        table = results_all["h_check1"][g]
+        assert sorted(table) == sorted(results_all["h_test_auroc"])
+        assert all(v["gap"] is None or abs(v["real"] - v["generated"] - v["gap"]) < 1e-5 for v in table.values())
+    assert results_all["h_check1"]["renderer"]["red_cube"]["gap"] == 0  # the exact re-render
     results = json.loads((workdir / "data/concepts/permutation/results.json").read_text())["models"]["resnet-small"]
     imp = results["generators"]["renderer"]["importance"]
     names = ["blue_sphere", "green_cylinder", "red_cube", "yellow_object"]  # the manifest's (sorted) concept order
@@ -96,6 +107,7 @@ def renderer_outputs(workdir: Path) -> Path:
     ({"renderer": {"tris": 3}}, "generate.py", "did you mean 'tries'"),
     ({"saliency": "gradcma"}, "permutation.py", "Did you mean 'gradcam'"),
     ({"seed": 7, "generators": ["renderer"]}, "permutation.py", "generated for another plan"),
+    ({"checks": {"max_gapp": 0.1}}, "permutation.py", "did you mean 'max_gap'"),
 ])
 def test_bad_params_fail_with_a_message_that_names_the_fix(workdir: Path, renderer_outputs: Path, tmp_path: Path,
                                                            override: dict, script: str, message: str) -> None:

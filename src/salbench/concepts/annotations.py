@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..render.tasks import Presence, build_task, matches
+from ..params import ParamsError
 from ..render.world import ATTRIBUTES, World
 
 # Order of the words in a concept phrase, as in the scene captions ("large red metal cube").
@@ -23,8 +24,8 @@ _PHRASE_ORDER = ("size", "color", "material", "shape")
 def task_from_manifest(manifest: Mapping[str, Any]) -> tuple[World, Presence]:
     """The world and ``presence`` task a rendered split was made with (from its manifest's provenance)."""
     if manifest.get("task") != "presence":
-        raise ValueError(f"DEPICT needs the 'presence' task (concepts with a known rule); the rendered task is "
-                         f"{manifest.get('task')!r}; set concepts.task: presence")
+        raise ParamsError(f"DEPICT needs the 'presence' task (concepts with a known rule); the rendered task is "
+                          f"{manifest.get('task')!r}; set concepts.task: presence")
     prov = manifest["provenance"]["params"]
     world = World.from_params(prov["render"])
     return world, build_task("presence", world, prov["task"])
@@ -46,6 +47,15 @@ def captions(task: Presence, concepts: torch.Tensor) -> list[str]:
     """DEPICT captions of a bool N×K matrix: 'a red cube, no blue sphere, ...' in the task's concept order."""
     phrases = [phrase(task.concepts[c]) for c in task.names]
     return [", ".join(("a " if on else "no ") + ph for on, ph in zip(row, phrases)) for row in concepts.tolist()]
+
+
+def changed_phrases(task: Presence, before: torch.Tensor, after: torch.Tensor, concept: str) -> list[str | None]:
+    """Per row of bool N×K ``before``/``after``: the caption phrase of ``concept`` in ``after`` ("no red cube")
+    where its value changed, else None."""
+    k = task.names.index(concept)
+    ph = phrase(task.concepts[concept])
+    pairs = zip(before[:, k].tolist(), after[:, k].tolist())
+    return [None if b == a else ("a " if a else "no ") + ph for b, a in pairs]
 
 
 def vocabulary(task: Presence) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..errors import SalbenchError
 from ..io import load_shard, save_shard, write_json
 from ..render.dataset import load_manifest, load_scenes, load_split
 from ..render.tasks import Presence
@@ -18,7 +19,7 @@ from .permute import ConceptParamsError
 STAGE = "generate"
 # Keys of the params.yaml `concepts` section (read by the generate and permutation stages).
 PARAM_KEYS = ("task", "split", "n_images", "concepts", "permutations", "seed", "device", "generators", "models",
-              "batch_size", "preview", "saliency", "renderer", "diffusion", "h")
+              "batch_size", "preview", "saliency", "checks", "renderer", "diffusion", "h")
 
 
 @dataclass
@@ -80,8 +81,8 @@ def load_generated(gen_dir: str | Path, plan: Plan) -> tuple[torch.Tensor, Calla
             "perms": plan.perms}
     stale = [k for k, v in ours.items() if saved[k].shape != v.shape or not torch.equal(saved[k], v)]
     if stale:
-        raise ValueError(f"{gen_dir} was generated for another plan ({', '.join(stale)} differ); run "
-                         f"`dvc repro {stage}` with the current concepts params")
+        raise SalbenchError(f"{gen_dir} was generated for another plan ({', '.join(stale)} differ); run "
+                            f"`dvc repro {stage}` with the current concepts params")
     baseline = torch.from_numpy(load_shard(gen_dir / "baseline.safetensors", stage)["images"])
     names = plan.permuted_names
     return baseline, lambda a: torch.from_numpy(

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import METHODS
+from ..params import ParamsError, check_keys
 from ..render.tasks import Presence
 from .images import logits, resize
 from .metrics import (auroc, concept_mass, mean_where, permutation_importance, rule_scores, spearman,
@@ -170,16 +171,77 @@ def named(names: Sequence[str], values: torch.Tensor) -> dict[str, float | None]
     return {n: json_number(v) for n, v in zip(names, values)}
 
 
+@dataclass(frozen=True)
+class Checks:
+    """Thresholds of ``concepts.checks`` (in L units, AUROC here): an importance is trusted only when check 1's
+    |L(f(X)) − L(f(g(c)))| and every concept's |L_k(h(X)) − L_k(h(g(c)))| are at most ``max_gap``, and check 2's
+    |L_k(h(g(c))) − L_k(h(g(c^j)))| for every concept k other than the permuted j is at most ``max_other``."""
+
+    max_gap: float = 0.1
+    max_other: float = 0.1
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any] | None, where: str = "concepts.checks") -> "Checks":
+        p = dict(p or {})
+        check_keys(p, ["max_gap", "max_other"], where)
+        out = cls(**{k: float(v) for k, v in p.items()})
+        if not (out.max_gap >= 0 and out.max_other >= 0):
+            raise ParamsError(f"{where}: max_gap and max_other must be >= 0 (AUROC differences), got "
+                             f"{out.max_gap}, {out.max_other}")
+        return out
+
+
+def check1_table(names: Sequence[str], r: GeneratorEvaluation) -> dict[str, dict[str, float | None]]:
+    """h's check 1 per concept: AUROC on real and on generated (unpermuted) images, and the gap real − generated."""
+    return {n: {"real": json_number(a), "generated": json_number(b), "gap": json_number(a - b)}
+            for n, a, b in zip(names, r.h_real, r.h_generated)}
+
+
+def trust(r: GeneratorEvaluation, plan: Plan, checks: Checks) -> dict[str, Any]:
+    """Whether DEPICT's importances through this generator mean anything: ``trusted``, the failed checks'
+    ``reasons`` (one sentence each, naming the measured gap and the threshold), and the measured ``gaps``
+    (largest |value| of check 1 for f and h and of check 2 off the permuted concept; None where undefined)."""
+    names = plan.names
+    h_gap = r.check1_h.abs()
+    off = r.check2.abs().clone()
+    off[torch.arange(len(plan.columns)), torch.tensor(plan.columns, dtype=torch.int64)] = float("nan")
+    f_gap = r.check1_f.abs()
+    gaps = {"check1_f": json_number(f_gap), "check1_h_max": json_number(_nanmax(h_gap)),
+            "check2_max_other": json_number(_nanmax(off))}
+    reasons = []
+    if f_gap > checks.max_gap:
+        reasons.append(f"check 1 (f): AUROC {float(r.f_real):.3f} on real vs {float(r.f_generated):.3f} on generated "
+                       f"images, gap {float(f_gap):.3f} > {checks.max_gap:g}")
+    bad = [k for k in range(len(names)) if h_gap[k] > checks.max_gap]
+    if bad:
+        reasons.append(f"check 1 (h): concept AUROC gap > {checks.max_gap:g} on " + ", ".join(
+            f"{names[k]} ({float(r.h_real[k]):.3f} real vs {float(r.h_generated[k]):.3f} generated)" for k in bad))
+    moved = [(a, k) for a in range(len(plan.columns)) for k in range(len(names)) if off[a, k] > checks.max_other]
+    if moved:
+        reasons.append(f"check 2: permuting one concept moved h's AUROC of another by > {checks.max_other:g}: " +
+                       ", ".join(f"{names[k]} by {float(off[a, k]):.3f} when {names[plan.columns[a]]} was permuted"
+                                 for a, k in moved))
+    return {"trusted": not reasons, "reasons": reasons, "gaps": gaps}
+
+
+def _nanmax(x: torch.Tensor) -> torch.Tensor:
+    x = x[x.isfinite()]
+    return x.max() if len(x) else torch.tensor(float("nan"))
+
+
 def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_method: str,
-           results: Mapping[str, GeneratorEvaluation]) -> dict[str, Any]:
+           results: Mapping[str, GeneratorEvaluation], checks: Checks = Checks()) -> dict[str, Any]:
     """JSON-able summary for one classifier f: per generator importance (mean, std, per-permutation values),
-    ranking, its Spearman correlation with the true and the saliency ranking, checks 1 and 2 (``check2.own``: the
-    permuted concept's own column; ``max_abs_other``: the largest |value| off it); and the generators' agreement."""
+    ranking, its Spearman correlation with the true and the saliency ranking, checks 1 (``check1.h_table``: h's
+    AUROC per concept on real and generated images) and 2 (``check2.own``: the permuted concept's own column;
+    ``max_abs_other``: the largest |value| off it), whether the importances are ``trusted`` under ``checks`` with the
+    ``reasons`` and ``gaps`` (see :func:`trust`); and the generators' agreement."""
     names, all_names = plan.permuted_names, plan.names
     sal = saliency[plan.columns]
     out: dict[str, Any] = {
         "true": {"importance": named(names, truth.mean), "ranking": ranking(names, truth.mean)},
         "saliency": {"method": saliency_method, "mass": named(names, sal), "ranking": ranking(names, sal)},
+        "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other},
         "generators": {},
     }
     own = (torch.arange(len(plan.columns)), torch.tensor(plan.columns))
@@ -189,6 +251,7 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
         off[own] = float("nan")
         off = off[off.isfinite()].abs()
         out["generators"][g] = {
+            **trust(r, plan, checks),
             "importance": {n: {"mean": json_number(m), "std": json_number(sd), "values": [json_number(v) for v in d]}
                            for n, m, sd, d in zip(names, imp.mean, imp.std, imp.base - imp.permuted)},
             "ranking": ranking(names, imp.mean),
@@ -196,7 +259,7 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
             "spearman_saliency": json_number(spearman(imp.mean, sal)),
             "auroc_f": {"real": json_number(r.f_real), "generated": json_number(r.f_generated)},
             "check1": {"f": json_number(r.check1_f), "h": named(all_names, r.check1_h),
-                       "h_mean": json_number(r.check1_h.nanmean())},
+                       "h_mean": json_number(r.check1_h.nanmean()), "h_table": check1_table(all_names, r)},
             "check2": {"matrix": {n: named(all_names, row) for n, row in zip(names, r.check2)},
                        "max_abs_other": json_number(off.max()) if len(off) else None,
                        "own": named(names, r.check2[own])},
@@ -209,12 +272,15 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
 
 def summary(reports: Mapping[str, Mapping[str, Any]], h_auroc: Mapping[str, float | None]) -> dict[str, Any]:
     """The scalar metrics of :func:`report`s (model -> report): h's mean test AUROC, and per model and generator
-    the rank correlations and checks, and the generators' agreement."""
+    whether it is ``trusted`` (with the ``reasons`` when not), the rank correlations, checks and their largest gaps,
+    and the generators' agreement."""
     known = [v for v in h_auroc.values() if v is not None]
     out: dict[str, Any] = {"h_test_auroc_mean": round(sum(known) / len(known), 6) if known else None}
     for model, rep in reports.items():
-        out[model] = {g: {"spearman_true": r["spearman_true"], "spearman_saliency": r["spearman_saliency"],
+        out[model] = {g: {"trusted": r["trusted"], "reasons": r["reasons"],
+                          "spearman_true": r["spearman_true"], "spearman_saliency": r["spearman_saliency"],
                           "check1_f": r["check1"]["f"], "check1_h": r["check1"]["h_mean"],
+                          "check1_h_max": r["gaps"]["check1_h_max"],
                           "check2_max_abs_other": r["check2"]["max_abs_other"]}
                       for g, r in rep["generators"].items()}
         out[model]["agreement"] = rep["agreement"]

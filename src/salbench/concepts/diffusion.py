@@ -14,7 +14,7 @@ import contextlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - install problem
                       "pip install -e . (they are core dependencies)") from e
 
 from ..models.training import augment
-from ..params import check_keys
+from ..params import ParamsError, check_keys
 from ..render.preview import grid
 from ..render.tasks import Presence
 from .annotations import captions, vocabulary
@@ -67,6 +67,7 @@ class DiffusionConfig:
     train_timesteps: int = 1000
     beta_schedule: str = "linear"
     prediction_type: str = "v_prediction"  # or "epsilon", "sample"; v degrades to blur, not noise, when undertrained
+    snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023; 5 in the paper); 0 = plain MSE
     log_every: int = 10  # dvclive loss logging period (steps)
     sample_every: int = 100  # dvclive sample-grid period (steps); 0 = only at the end
     # sampling
@@ -79,18 +80,18 @@ class DiffusionConfig:
         check_keys(p, [f.name for f in fields(cls)], where)
         cfg = cls(**{k: tuple(v) if k == "channels" else v for k, v in p.items()})
         if cfg.resolution % 2 ** (len(cfg.channels) - 1):
-            raise ValueError(f"{where}.resolution={cfg.resolution} must be divisible by 2^(len(channels)-1) = "
-                             f"{2 ** (len(cfg.channels) - 1)}")
+            raise ParamsError(f"{where}.resolution={cfg.resolution} must be divisible by 2^(len(channels)-1) = "
+                              f"{2 ** (len(cfg.channels) - 1)}")
         if len(cfg.channels) < 2 or any(c % 8 or c % cfg.attention_head_dim for c in cfg.channels):
-            raise ValueError(f"{where}.channels={list(cfg.channels)}: give >= 2 widths, each a multiple of 8 and of "
-                             f"attention_head_dim={cfg.attention_head_dim}")
+            raise ParamsError(f"{where}.channels={list(cfg.channels)}: give >= 2 widths, each a multiple of 8 and of "
+                              f"attention_head_dim={cfg.attention_head_dim}")
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"{where}.prediction_type must be epsilon, v_prediction or sample, "
-                             f"got {cfg.prediction_type!r}")
+            raise ParamsError(f"{where}.prediction_type must be epsilon, v_prediction or sample, "
+                              f"got {cfg.prediction_type!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
-                or not 0 <= cfg.ema_decay < 1:
-            raise ValueError(f"{where}: need steps, batch_size, inference_steps >= 1, 0 <= p_uncond < 1 and "
-                             "0 <= ema_decay < 1")
+                or not 0 <= cfg.ema_decay < 1 or cfg.snr_gamma < 0:
+            raise ParamsError(f"{where}: need steps, batch_size, inference_steps >= 1, 0 <= p_uncond < 1, "
+                              "0 <= ema_decay < 1 and snr_gamma >= 0")
         return cfg
 
 
@@ -171,14 +172,26 @@ def build_pipeline(cfg: DiffusionConfig, vocab: Sequence[str], max_length: int, 
     return ConceptDiffusionPipeline(unet, text, build_tokenizer(vocab, max_length), scheduler)
 
 
+def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights of timesteps ``t`` (N) for the scheduler's prediction type: min(SNR, γ) / SNR for
+    epsilon, min(SNR, γ) / (SNR + 1) for v, min(SNR, γ) for the sample (so all weight the x0 error alike)."""
+    abar = scheduler.alphas_cumprod.to(t.device)[t].to(torch.float32)
+    snr = abar / (1 - abar)
+    clipped = snr.clamp(max=gamma)
+    kind = scheduler.config.prediction_type
+    return clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
+
+
 def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts: Sequence[str], cfg: DiffusionConfig,
-                   seed: int, live: Any | None = None, preview: int = 8) -> list[float]:
+                   seed: int, live: Any | None = None, preview: int = 8,
+                   callback: Callable[[int], None] | None = None) -> list[float]:
     """Train ``pipe`` in place on uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``) and their captions.
 
     All randomness (batches, flips, caption dropout, noise, timesteps) comes from a CPU generator seeded
     with ``seed``. With a dvclive ``live``, logs ``diffusion/loss`` every ``cfg.log_every`` steps and a grid
     of the first ``preview`` training images over samples from their captions every ``cfg.sample_every``
-    steps and at the end (with the EMA weights, which the pipeline keeps at the end). Returns the loss per step.
+    steps and at the end (with the EMA weights, which the pipeline keeps at the end). ``callback(step)`` is called
+    at the same steps with the EMA weights in place (e.g. to score samples). Returns the loss per step.
     """
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} captions")
@@ -213,7 +226,11 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
             target = noise_sched.get_velocity(x, noise, t)
         else:
             target = noise if cfg.prediction_type == "epsilon" else x
-        loss = F.mse_loss(pred, target)
+        if cfg.snr_gamma:
+            loss = (F.mse_loss(pred, target, reduction="none").mean((1, 2, 3)) *
+                    snr_weights(noise_sched, t, cfg.snr_gamma)).mean()
+        else:
+            loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -229,12 +246,21 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
             live.log_metric("diffusion/loss", float(np.mean(losses[-cfg.log_every:])))
             live.log_metric("diffusion/lr", lr_sched.get_last_lr()[0])
             live.make_summary()
-        if live is not None and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
-            k = min(preview, len(images))
+        if (live is not None or callback is not None) and \
+                ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps):
             with _weights(params, ema):
-                fake = sample_images(pipe, prompts[:k], list(range(k)), cfg)
-            real = (resize(images[:k], cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
-            live.log_image(f"diffusion/samples/step{step:06d}.png", grid_image(torch.cat([real, fake.to(device)]), k))
+                pipe.unet.eval()
+                pipe.text_encoder.eval()
+                if live is not None:
+                    k = min(preview, len(images))
+                    fake = sample_images(pipe, prompts[:k], list(range(k)), cfg)
+                    real = (resize(images[:k], cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
+                    live.log_image(f"diffusion/samples/step{step:06d}.png",
+                                   grid_image(torch.cat([real, fake.to(device)]), k))
+                if callback is not None:
+                    callback(step)
+                pipe.unet.train()
+                pipe.text_encoder.train()
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)

@@ -7,8 +7,10 @@ from typing import Sequence
 
 import torch
 
+from ..params import ParamsError
 
-class ConceptParamsError(ValueError):
+
+class ConceptParamsError(ParamsError):
     """Invalid ``concepts`` params (unknown concept, impossible permutation count, ...); says what to change."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .agreement import ranking_agreement
 from .base import FIGURES, Inputs, Run
+from .depict import caption_note
 
 KEY_COLUMNS = (  # (metric, variant, statistic, header); columns absent from the table are left out
     ("mass_accuracy", "pooling=l2_sq", "value", "mass acc. (l2²) ↑"),
@@ -105,8 +106,9 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes]) -> str:
     for name, data in pngs.items():
         fig = FIGURES.get(name)
         src = base64.b64encode(data).decode()
+        caption = fig.caption + (caption_note(inputs.depict) if name == "depict" else "")  # + untrusted pairs
         parts.append(f"<h2>{html.escape(fig.title)}</h2><figure><img alt='{name}' src='data:image/png;base64,{src}'>"
-                     f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("<h2>Key numbers per task and model</h2>")
     for run in inputs.runs:
         acc = run.table[run.table["metric"] == "accuracy"]

@@ -1,0 +1,175 @@
+"""DEPICT's diffusion generator on this machine: throughput, the cost of one DEPICT run, and a learning curve.
+
+``throughput`` (default): training steps/s and sampled images/s of the ``concepts.diffusion`` settings of a
+params file, at 1 and 2 torch threads (and on CUDA when there is one), and what one DEPICT run costs at those
+settings: training steps plus n_images × (1 + concepts × permutations) generated images. Needs no data.
+
+``curve``: trains the generator on the rendered presence task (``dvc repro render@presence`` first) and, every
+``--every`` steps (EMA weights), generates the test captions and scores them with the concept classifier h:
+h's AUROC per concept on generated vs real images (DEPICT's check 1) against training minutes; also h on the real
+images squeezed to the generator's resolution (the best any generator at that size can reach). One thread.
+
+    python benchmarks/diffusion.py                                  # throughput at the default settings
+    python benchmarks/diffusion.py --profile paper                  # ... at the paper profile's settings
+    python benchmarks/diffusion.py curve --steps 600 --every 150 --set snr_gamma=5 --json curve.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier, vocabulary
+from salbench.concepts.classifier import classifier_params
+from salbench.concepts.dataset import load_eval_set, load_training
+from salbench.concepts.diffusion import DiffusionConfig, build_pipeline, build_tokenizer, sample_images, train_pipeline
+from salbench.models import load_checkpoint, save_checkpoint
+from salbench.params import load_params, section
+
+
+def concepts_params(params: str, profile: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The ``concepts`` section (with ``profile`` applied and ``KEY=VALUE`` diffusion overrides); ``n_images: 0``
+    becomes the size of the rendered split it means."""
+    p = load_params(params)
+    if profile:
+        from salbench.profile import load_profile, merge
+
+        p = merge(p, load_profile(profile))
+    c = section(p, "concepts")
+    for kv in overrides:
+        key, value = kv.split("=", 1)
+        c.setdefault("diffusion", {})[key] = yaml.safe_load(value)
+    c["n_images"] = int(c.get("n_images", 0)) or int(p["render"]["splits"][c.get("split", "test")])
+    return c
+
+
+def fake_data(cfg: DiffusionConfig, n: int) -> tuple[torch.Tensor, list[str]]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 128, 128, 3), generator=g, dtype=torch.uint8)
+    words = ["a red cube", "no red cube", "a blue sphere", "no blue sphere"]
+    return images, [f"{words[i % 2]}, {words[2 + i // 2 % 2]}" for i in range(n)]
+
+
+def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
+    cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None})
+    images, prompts = fake_data(cfg, max(cfg.batch_size, n_sample))
+    vocab = sorted({w for p in prompts for w in p.replace(",", " , ").split()})
+    length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"diffusion at {cfg.resolution} px, channels {list(cfg.channels)}, batch {cfg.batch_size}, "
+          f"{cfg.inference_steps} sampling steps, guidance {cfg.guidance_scale}")
+    print(f"{'device':12s} {'train steps/s':>14s} {'sampled img/s':>14s}")
+    rates = {}
+    for device in devices:
+        for threads in ([1, 2] if device == "cpu" else [torch.get_num_threads()]):
+            torch.set_num_threads(threads)
+            pipe = build_pipeline(cfg, vocab, length, 0).to(device)
+            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": 1}), 0)  # warm-up
+            t0 = time.perf_counter()
+            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": steps}), 0)
+            train_rate = steps / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sample_images(pipe, prompts[:n_sample], list(range(n_sample)), cfg)
+            sample_rate = n_sample / (time.perf_counter() - t0)
+            name = f"{device} ({threads} thr)" if device == "cpu" else device
+            rates[name] = (train_rate, sample_rate)
+            print(f"{name:12s} {train_rate:14.3f} {sample_rate:14.2f}")
+    n = c["n_images"]
+    k = len(c.get("concepts") or [1] * 4)
+    generated = n * (1 + k * int(c.get("permutations", 3)))
+    print(f"one DEPICT run: {cfg.steps} training steps + {generated} generated images "
+          f"({n} images x (1 + {k} concepts x {c.get('permutations', 3)} permutations))")
+    for name, (tr, sr) in rates.items():
+        print(f"  {name:12s} ~ {cfg.steps / tr / 60:6.1f} min training + {generated / sr / 60:6.1f} min sampling")
+
+
+def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None) -> None:
+    torch.set_num_threads(1)
+    seed = int(c.get("seed", 0))
+    cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
+                                       "sample_every": every})
+    task_dir = data / c.get("task", "presence")
+    ev = load_eval_set(task_dir, "test", 0, c.get("concepts"), 1, seed)
+    names, truth = ev.task.names, ev.plan.concepts
+    images, concepts = load_training(task_dir, ev.task)
+    t0 = time.process_time()
+    if (h_dir / "manifest.json").exists():
+        h = load_checkpoint(h_dir, "cpu")[0]
+    else:
+        spec, size, hcfg = classifier_params(c.get("h") or {})
+        h = train_concept_classifier(images, concepts, spec, hcfg, seed, "cpu", size)
+        save_checkpoint(h_dir, h, {"task": "presence", "classes": names, "accuracy": {}, "params_hash": "",
+                                   "seed": seed, "versions": {}})
+    h_minutes = (time.process_time() - t0) / 60
+
+    def h_auroc(x: torch.Tensor) -> list[float]:
+        return auroc(logits(h, x, h.input_size, 256).cpu().T, truth.T).tolist()
+
+    real = h_auroc(ev.images)
+    small = (resize(ev.images, cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
+    ceiling = h_auroc(small)
+    print(f"h ({h_minutes:.1f} CPU min): AUROC on real test images {dict(zip(names, map(_r, real)))}; on real images "
+          f"at {cfg.resolution} px {dict(zip(names, map(_r, ceiling)))}")
+    prompts = captions(ev.task, concepts)
+    vocab = vocabulary(ev.task)
+    length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
+    pipe = build_pipeline(cfg, vocab, length, seed)
+    test_prompts = captions(ev.task, truth)
+    rows: list[dict[str, Any]] = []
+    t_train = time.process_time()
+    excluded = [0.0]
+
+    def score(step: int) -> None:
+        ts = time.process_time()
+        gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))), cfg)
+        a = h_auroc(gen)
+        excluded[0] += time.process_time() - ts
+        minutes = (time.process_time() - t_train - excluded[0]) / 60
+        gaps = [r - g for r, g in zip(real, a)]
+        rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "h_generated": dict(zip(names, map(_r, a))),
+                     "max_gap": _r(max(gaps))})
+        print(f"step {step:5d}  {minutes:5.1f} train CPU min  h AUROC on generated "
+              f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
+
+    train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
+    if out is not None:
+        out.write_text(json.dumps({"settings": {k: v for k, v in cfg.__dict__.items()}, "n_test": len(truth),
+                                   "h_real": dict(zip(names, map(_r, real))),
+                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))), "curve": rows},
+                                  indent=1, default=list))
+
+
+def _r(x: float) -> float:
+    return round(float(x), 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", nargs="?", choices=["throughput", "curve"], default="throughput")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default=None, help="apply profiles/<name>.yaml first (e.g. paper)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a concepts.diffusion setting (repeatable)")
+    ap.add_argument("--steps", type=int, default=None, help="throughput: timed training steps (default 5); "
+                    "curve: training steps (default: the params')")
+    ap.add_argument("--samples", type=int, default=64, help="throughput: images sampled")
+    ap.add_argument("--every", type=int, default=150, help="curve: scoring period (steps)")
+    ap.add_argument("--data", default="data/render")
+    ap.add_argument("--h", default="data/benchmarks/diffusion/h", help="curve: h checkpoint (trained if missing)")
+    ap.add_argument("--json", default=None, help="curve: write the curve here")
+    args = ap.parse_args()
+    c = concepts_params(args.params, args.profile, args.set)
+    if args.mode == "throughput":
+        throughput(c, args.steps or 5, args.samples)
+    else:
+        steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
+        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None)
+
+
+if __name__ == "__main__":
+    main()
