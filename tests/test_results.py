@@ -13,7 +13,7 @@ from salbench.errors import SalbenchError
 from salbench.results import COLUMNS, CONTROLS, ResultsError, parse_variant, read_results, role, variant, write_results
 
 sys.path.insert(0, str(Path(__file__).parent / "plots"))
-from synthetic import rows as synthetic_rows  # noqa: E402
+from plot_synthetic import rows as synthetic_rows  # noqa: E402
 
 HEADER = ("task,model,family,method,role,metric,variant,statistic,step,step_label,mean,ci_low,ci_high,n,"
           "n_undefined")

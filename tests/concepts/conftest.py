@@ -12,7 +12,7 @@ from helpers import PRESENCE
 from salbench.render import World, build_task, render_splits
 from salbench.render.tasks import Presence
 
-sys.path.insert(0, str(Path(__file__).parent))  # shared test modules (synthetic.py) under --import-mode=importlib
+sys.path.insert(0, str(Path(__file__).parent))  # shared test modules (depict_synthetic.py) under --import-mode=importlib
 
 WORLD = World(resolution=64, max_objects=5, min_pixels=12)
 # Concepts that are colours only, so a colour detector is an exact concept detector on images.

@@ -12,7 +12,7 @@ from salbench.concepts import (Plan, concept_matrix, evaluate_generator, object_
 from salbench.concepts.depict import summary
 from salbench.models import TrainConfig, build_model
 
-from synthetic import BitsReader, bits_images
+from depict_synthetic import BitsReader, bits_images
 
 
 def test_with_a_perfect_generator_and_f_the_rule_depict_is_the_true_importance(task) -> None:

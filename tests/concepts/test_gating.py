@@ -14,8 +14,9 @@ from salbench.concepts.metrics import rule_table
 from salbench.params import ParamsError
 from salbench.plots import FIGURES, Inputs, png_bytes, render_report
 from salbench.plots.base import pyplot
+from salbench.results import read_results
 
-from synthetic import BitsReader, bits_images
+from depict_synthetic import BitsReader, bits_images
 
 
 def noise_images(n: int, seed: int) -> torch.Tensor:
@@ -59,7 +60,7 @@ def test_a_noise_generator_is_untrusted_end_to_end(task) -> None:
     assert metrics["rule"]["noise"]["trusted"] is False and metrics["rule"]["noise"]["reasons"] == noise["reasons"]
     assert metrics["rule"]["renderer"]["trusted"] is True
     # figure: the noise bars are grey and hatched, labelled untrusted, with the reasons under the panels
-    fig = FIGURES.get("depict").draw(Inputs([], results))
+    fig = FIGURES.get("depict").draw(Inputs(read_results([]), [], results))
     ax = fig.axes[0]
     handles, labels = ax.get_legend_handles_labels()
     assert labels == ["true (rule)", "renderer", "noise (untrusted)"]
@@ -68,7 +69,7 @@ def test_a_noise_generator_is_untrusted_end_to_end(task) -> None:
     assert "UNTRUSTED noise for rule: failed check 1 (f), check 1 (h)" in texts
     assert f"check1_f {noise['gaps']['check1_f']:.3f}" in texts
     # report: the DEPICT caption names the untrusted pair, the reason and the gaps
-    html = unescape(render_report(Inputs([], results), {"depict": png_bytes(fig, 40)}))
+    html = unescape(render_report(Inputs(read_results([]), [], results), {"depict": png_bytes(fig, 40)}))
     pyplot().close(fig)
     caption = html.split("<figcaption>")[1].split("</figcaption>")[0]
     assert "UNTRUSTED" in caption and "noise for rule: check 1 (f)" in caption
@@ -77,9 +78,9 @@ def test_a_noise_generator_is_untrusted_end_to_end(task) -> None:
 
 def test_a_passing_run_says_so_in_the_caption_and_figure(task) -> None:
     results = depict_results(task, noisy=False)
-    fig = FIGURES.get("depict").draw(Inputs([], results))
+    fig = FIGURES.get("depict").draw(Inputs(read_results([]), [], results))
     assert "untrusted" not in " ".join(fig.axes[0].get_legend_handles_labels()[1])
-    html = unescape(render_report(Inputs([], results), {"depict": png_bytes(fig, 40)}))
+    html = unescape(render_report(Inputs(read_results([]), [], results), {"depict": png_bytes(fig, 40)}))
     pyplot().close(fig)
     assert "Every classifier × generator passed DEPICT's checks" in html and "UNTRUSTED" not in html
 

@@ -1,4 +1,4 @@
-"""The findings tests import their synthetic results table from synthetic.py (this folder)."""
+"""The findings tests import their synthetic results table from findings_synthetic.py (this folder)."""
 from __future__ import annotations
 
 import sys

@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-from synthetic import synthetic_depict, synthetic_table
+from findings_synthetic import synthetic_depict, synthetic_table
 
 from salbench.findings import (FINDINGS, Inputs, Results, controls_summary, controls_table, evaluate_findings,
                                findings_html)

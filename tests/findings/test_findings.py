@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 import pytest
-from synthetic import EXPECTED, FLIPS, synthetic_depict, synthetic_table
+from findings_synthetic import EXPECTED, FLIPS, synthetic_depict, synthetic_table
 
 from salbench.findings import FINDINGS, INCONCLUSIVE, Inputs, Results, evaluate_findings
 from salbench.findings.depict import generator_cell

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 from helpers import ROOT
-from synthetic import EXPECTED, synthetic_depict, synthetic_table, write_data
+from findings_synthetic import EXPECTED, synthetic_depict, synthetic_table, write_data
 
 STAGE = str(ROOT / "stages/findings.py")
 

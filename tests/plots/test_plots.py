@@ -16,7 +16,7 @@ from salbench.plots import FIGURES, load_inputs, png_bytes, ranking_agreement, r
 from salbench.plots.base import pyplot
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import METHODS, write_data  # noqa: E402
+from plot_synthetic import METHODS, write_data  # noqa: E402
 
 TASKS, MODELS = ["t"], {"cnn-m": "cnn", "vit-m": "vit"}
 DEPICT = {"models": {m: {
