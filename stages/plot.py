@@ -1,8 +1,9 @@
 """DVC stage `plot`: the papers' figures from the results tables, and the HTML report.
 
 Reads the results tables data/results/<task>/<model>.csv (every number; schema: salbench.results) and the
-example arrays data/evaluate/<task>/<model>/ for every task of `attribute` and model of `train`, and
-data/concepts/permutation/results.json (DEPICT).
+example arrays data/evaluate/<task>/<model>/ for every task of `attribute` and model of `train`,
+data/concepts/permutation/results.json (DEPICT) and data/findings/findings.json (the verdicts, stage
+findings: the top of the report).
 Writes data/plots/figures/<figure>.png (the figures of `plot.figures`, see salbench.plots.FIGURES) and
 data/report/index.html (self-contained: figures embedded as base64 PNG, captions, tables with CIs and counts).
 """
@@ -16,7 +17,8 @@ import argparse
 from pathlib import Path
 
 from salbench.errors import cli
-from salbench.io import atomic_dir, atomic_file
+from salbench.findings import findings_html
+from salbench.io import atomic_dir, atomic_file, read_json
 from salbench.params import check_keys, load_params, section
 from salbench.plots import FIGURES, load_inputs, png_bytes, render_report
 from salbench.plots.base import pyplot
@@ -39,6 +41,7 @@ def main() -> None:
         FIGURES.get(name)
     tasks, models = section(params, "attribute")["tasks"], section(params, "train")["models"]
     inputs = load_inputs(Path(args.data), list(tasks), list(models), depict="depict" in names)
+    verdicts = read_json(Path(args.data) / "findings" / "findings.json", "findings")
     plt, dpi = pyplot(), int(p.get("dpi", 110))
     pngs = {}
     with atomic_dir(args.figures) as out:
@@ -49,7 +52,7 @@ def main() -> None:
             (out / f"{name}.png").write_bytes(pngs[name])
     Path(args.report).mkdir(parents=True, exist_ok=True)
     with atomic_file(Path(args.report) / "index.html") as f:
-        f.write(render_report(inputs, pngs))
+        f.write(render_report(inputs, pngs, findings_html(verdicts["findings"], verdicts["controls"])))
     print(f"[plot] {len(pngs)} figures, report {Path(args.report) / 'index.html'}")
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 from helpers import ROOT
 
-from salbench.findings.table import COLUMNS
+from salbench.results import COLUMNS
 
 MODELS = {"resnet-small": "cnn", "vit-tiny": "vit"}
 TASK = "unique-query"

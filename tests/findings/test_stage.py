@@ -56,7 +56,7 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     bad = tmp_path / "data/results/unique-query/resnet-small.csv"
     bad.write_text("task,model\nunique-query,resnet-small\n")
     done = run(tmp_path)
-    assert done.returncode == 2 and "lacks the results-table columns" in done.stderr
+    assert done.returncode == 2 and "the results columns must be" in done.stderr
 
 
 def test_dvc_stage_declares_the_inputs_and_outputs() -> None:

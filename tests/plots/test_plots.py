@@ -11,6 +11,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
+from salbench.findings import Inputs, Results, controls_table, evaluate_findings, load_results, write_outputs
 from salbench.io import write_json
 from salbench.plots import FIGURES, load_inputs, png_bytes, ranking_agreement, render_report
 from salbench.plots.base import pyplot
@@ -35,6 +36,9 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_data(root, "t", MODELS)
     write_json(root / "concepts" / "permutation" / "results.json", DEPICT)
+    results = Results(load_results(root / "results"))
+    write_outputs(evaluate_findings(Inputs(results, None)), controls_table(results), root / "findings",
+                  root / "metrics" / "findings.json")
     return root
 
 
@@ -98,6 +102,9 @@ def test_stage_writes_figures_and_a_self_contained_report(data_root, tmp_path):
     assert page.count("src='data:image/png;base64,") == len(FIGURES.names())
     assert not re.search(r"(src|href)=['\"](?!data:)", page)  # nothing external
     assert "red_cube" in page and "exceeds 1" in page  # DEPICT table; S and COSE are not clipped
+    # the findings (stage findings) open the report, before the first figure
+    assert page.index("Does each paper reproduce?") < page.index("<figure>")
+    assert "clevr_xai_ordering_cnn" in page
 
 
 def test_missing_results_name_the_evaluate_stage(data_root, tmp_path):

@@ -1,8 +1,5 @@
-"""The results table as findings read it: load data/results/**/*.csv and look rows up by their keys.
-
-Schema (written by the evaluate stage, one CSV per task and model; NaN as an empty cell): task, model, family,
-method, role, metric, variant, statistic, step, step_label, mean, ci_low, ci_high, n, n_undefined.
-"""
+"""The results table as findings read it: load data/results/**/*.csv (schema: :mod:`salbench.results`) and look
+rows up by their keys."""
 from __future__ import annotations
 
 import math
@@ -11,33 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import SalbenchError
-
-COLUMNS = ("task", "model", "family", "method", "role", "metric", "variant", "statistic", "step", "step_label",
-           "mean", "ci_low", "ci_high", "n", "n_undefined")
-TEXT = ("task", "model", "family", "method", "role", "metric", "variant", "statistic", "step_label")
-NUMBERS = ("step", "mean", "ci_low", "ci_high", "n", "n_undefined")
-
+from ..io import MissingArtifactError
+from ..results import read_results
 
 def load_results(root: str | Path) -> pd.DataFrame:
-    """Every ``<root>/**/*.csv`` concatenated; a missing or empty root or a bad column names the evaluate stage."""
+    """Every ``<root>/<task>/<model>.csv`` (schema: :mod:`salbench.results`) as one table; a missing or empty
+    root names the evaluate stage."""
     root = Path(root)
     paths = sorted(root.rglob("*.csv")) if root.is_dir() else []
     if not paths:
-        raise SalbenchError(f"no results tables under {root}: run `dvc repro evaluate` (or `dvc pull`) first")
-    frames = []
-    for p in paths:
-        df = pd.read_csv(p, dtype={c: str for c in TEXT}, keep_default_na=False,
-                         na_values={c: ["", "nan", "NaN"] for c in NUMBERS})
-        missing = [c for c in COLUMNS if c not in df.columns]
-        if missing:
-            raise SalbenchError(f"{p} lacks the results-table columns {missing}: it was written by an older "
-                                "evaluate stage; run `dvc repro evaluate`")
-        frames.append(df[list(COLUMNS)])
-    table = pd.concat(frames, ignore_index=True)
-    for col in ("n", "n_undefined"):
-        table[col] = table[col].fillna(0).astype(int)
-    return table
+        raise MissingArtifactError(f"no results tables under {root}: run `dvc repro evaluate` (or `dvc pull`) first")
+    return read_results(paths)
 
 
 @dataclass(frozen=True)

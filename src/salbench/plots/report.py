@@ -95,14 +95,15 @@ td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f
 figcaption{font-size:14px;color:#444;margin:0.3em 0 1.5em}"""
 
 
-def render_report(inputs: Inputs, pngs: Mapping[str, bytes]) -> str:
-    """The report's HTML: figures (``pngs`` name -> PNG bytes, in order) with captions, then the tables."""
+def render_report(inputs: Inputs, pngs: Mapping[str, bytes], top: str = "") -> str:
+    """The report's HTML: ``top`` (an HTML fragment: the findings), figures (``pngs`` name -> PNG bytes, in
+    order) with captions, then the tables."""
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>salbench report</title>",
              f"<style>{CSS}</style></head><body><h1>salbench: can these saliency maps be trusted?</h1>",
              ("<p>Means with 95% percentile-bootstrap confidence intervals and the number of scored samples "
               "(n); GT metrics, AOPC and COSE score correctly classified test images only. Every number comes from "
               "the results tables data/results/&lt;task&gt;/&lt;model&gt;.csv. COSE's S = 1 − mean SSIM is not "
-              "clipped: it exceeds 1 (and COSE can too) when that mean SSIM is negative.</p>")]
+              "clipped: it exceeds 1 (and COSE can too) when that mean SSIM is negative.</p>"), top]
     for name, data in pngs.items():
         fig = FIGURES.get(name)
         src = base64.b64encode(data).decode()
