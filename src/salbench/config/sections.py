@@ -190,6 +190,7 @@ class Diffusion(Section):
     inference_steps: PosInt = 10
     guidance_scale: NonNegFloat = 2.0
     sample_batch_size: PosInt = 64
+    snr_gamma: NonNegFloat = 0.0  # min-SNR-γ loss weighting; 0 = plain MSE
 
 
 class ConceptClassifier(TrainSettings):
@@ -198,6 +199,13 @@ class ConceptClassifier(TrainSettings):
     arch: str = "resnet-small"
     kwargs: dict[str, Any] = {}
     resolution: PosInt | None = None
+
+
+class DepictChecks(Section):
+    """concepts.checks: thresholds (AUROC units) of DEPICT's checks 1 and 2 above which an importance is untrusted."""
+
+    max_gap: Annotated[float, Ge(0), Le(1)] = 0.1
+    max_other: Annotated[float, Ge(0), Le(1)] = 0.1
 
 
 class Concepts(Section):
@@ -213,6 +221,7 @@ class Concepts(Section):
     batch_size: PosInt = 250
     preview: NonNegInt = 8
     saliency: Annotated[str, names(METHODS)] = "gradcam"
+    checks: DepictChecks | None = None
     renderer: RendererGenerator | None = None
     diffusion: Diffusion | None = None
     h: ConceptClassifier | None = None
