@@ -98,9 +98,10 @@ def test_smooth_maps_by_hand():
     times); a map equal to the input averages the noisy inputs: x + spread · mean of the draws / samples."""
     x, y = data()
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
-    smooth = smooth_maps(gradient_sum, model, x, y, samples=SAMPLES, noise=0.1, noise_seed=7)
+    (smooth,) = smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7)
     torch.testing.assert_close(smooth, gradient_sum(model, x, y))
-    identity = smooth_maps(lambda m, xs, t: xs, model, x, y, samples=SAMPLES, noise=0.5, noise_seed=7)
+    identity, again = smooth_maps(lambda m, xs, t: xs, [model, model], x, y, samples=SAMPLES, noise=0.5, noise_seed=7)
+    torch.testing.assert_close(again, identity, rtol=0, atol=0)  # the models share the draws
     spread = 0.5 * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     z = torch.stack([torch.from_numpy(d) for d in _draws(x, 7)]).sum(0)
     torch.testing.assert_close(identity, x + spread * z / SAMPLES)
@@ -194,10 +195,10 @@ def test_smooth_maps_do_not_depend_on_the_batching():
     """Noisy samples go through the method several per call as batch_size allows: the same denoised maps
     for one image per call, one sample per call and all samples in one call; given clean maps are used."""
     model, (x, y) = MODELS["cnn"], data()
-    maps = [smooth_maps(gradient_sum, model, x, y, samples=SAMPLES, noise=0.1, noise_seed=7, batch_size=b)
+    maps = [smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7, batch_size=b)[0]
             for b in (1, N, N * SAMPLES)]
     for m in maps[1:]:
         torch.testing.assert_close(m, maps[0], rtol=1e-5, atol=1e-7)
     clean = torch.zeros(N, 1, 16, 16)
-    shifted = smooth_maps(gradient_sum, model, x, y, samples=SAMPLES, noise=0.1, noise_seed=7, clean=clean)
+    (shifted,) = smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7, clean=[clean])
     torch.testing.assert_close(shifted, maps[0] - gradient_sum(model, x, y) / SAMPLES, rtol=1e-5, atol=1e-7)

@@ -24,6 +24,7 @@ model's classes, Quantus's ``y_batch``) for both models.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -61,28 +62,33 @@ def _explain(explain: Explain, model: nn.Module, images: Tensor, targets: Tensor
     return explain_batched(explain, model, images.contiguous(memory_format=torch.channels_last), targets, batch_size)
 
 
-def smooth_maps(explain: Explain, model: nn.Module, images: Tensor, targets: Tensor, samples: int, noise: float,
-                noise_seed: int, batch_size: int = 64, clean: Tensor | None = None) -> Tensor:
-    """Mean map over ``samples - 1`` noisy copies of images N×C×H×W and the clean images (last), each map
-    divided by ``samples``, as Quantus accumulates them -> N×C'×H×W. ``clean``: the maps of the clean
-    images if known (computed if None). The noisy copies go through ``explain`` together, as many per call
-    as ``batch_size`` holds (one draw of N×C×H×W per noisy sample, in order)."""
+def smooth_maps(explain: Explain, models: Sequence[nn.Module], images: Tensor, targets: Tensor, samples: int,
+                noise: float, noise_seed: int, batch_size: int = 64,
+                clean: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+    """For each model, the mean map over ``samples - 1`` noisy copies of images N×C×H×W and the clean images
+    (last), each map divided by ``samples`` as Quantus accumulates them -> one N×C'×H×W per model.
+
+    ``clean``: per model, its maps of the clean images if known (None: computed). One draw of N×C×H×W per
+    noisy sample, in order, shared by the models; the noisy copies go through ``explain`` as many per call
+    as ``batch_size`` holds, so the draws in memory never exceed one call's.
+    """
     if samples < 1 or noise < 0:
         raise ValueError(f"samples must be >= 1 and noise >= 0, got samples={samples}, noise={noise}")
     n = len(images)
     spread = noise * (images.amax(dim=(1, 2, 3), keepdim=True) - images.amin(dim=(1, 2, 3), keepdim=True))
     generator = torch.Generator().manual_seed(noise_seed)
-    if clean is None:
-        clean = _explain(explain, model, images, targets, batch_size)
-    total = clean / samples
+    clean = [None] * len(models) if clean is None else clean
+    totals = [(_explain(explain, m, images, targets, batch_size) if c is None else c) / samples
+              for m, c in zip(models, clean)]
     per_call = max(1, batch_size // max(1, n))
     for s0 in range(0, samples - 1, per_call):
         k = min(per_call, samples - 1 - s0)
         z = torch.stack([torch.randn(images.shape, generator=generator) for _ in range(k)]).to(images)
-        noisy = (images + z * spread).flatten(0, 1)
-        maps = _explain(explain, model, noisy, targets.repeat(k), batch_size)
-        total = total + (maps / samples).unflatten(0, (k, n)).sum(0)
-    return total
+        noisy, repeated = (images + z * spread).flatten(0, 1), targets.repeat(k)
+        for i, m in enumerate(models):
+            maps = _explain(explain, m, noisy, repeated, batch_size)
+            totals[i] = totals[i] + (maps / samples).unflatten(0, (k, n)).sum(0)
+    return totals
 
 
 def smooth_mprt(model: nn.Module, explain: Explain, images: Tensor, targets: Tensor, *, samples: int = 50,
@@ -92,8 +98,8 @@ def smooth_mprt(model: nn.Module, explain: Explain, images: Tensor, targets: Ten
     on images N×C×H×W explaining ``targets`` N -> N (NaN where a map is constant). ``maps``: ``model``'s
     maps of the clean images explaining ``targets`` (N×C'×H×W), if known, spare one pass of ``model``."""
     require_eval(model)
-    denoised = [smooth_maps(explain, m, images, targets, samples, noise, noise_seed, batch_size, clean)
-                for m, clean in ((model, maps), (fully_randomized(model, seed, order), None))]
+    denoised = smooth_maps(explain, [model, fully_randomized(model, seed, order)], images, targets, samples, noise,
+                           noise_seed, batch_size, [maps, None])
     if abs:
         denoised = [m.abs() for m in denoised]
     return rank_correlation(*denoised)
