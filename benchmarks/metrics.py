@@ -8,9 +8,14 @@ channel-pooled, outside the timed region; ours pool N×3×H×W inside it. Each t
 inputs, over the points both compute (pixel flipping: the curve points where Quantus, which removes
 1024 of the 3·H·W channel values per step, has removed whole pixels).
 
-sMPRT and eMPRT explain with the gradient summed over channels (Quantus: its own ``quantus.explain``
-with method "Gradient", which SmoothMPRT calls whatever ``explain_func`` says); Quantus runs with
-``return_last_correlation``/``skip_layers`` so that both compute the same number. SmoothMPRT's noise
+sMPRT and eMPRT explain with the gradient summed over channels (ours: the registered ``gradient``;
+Quantus: its own ``quantus.explain`` with method "Gradient", which SmoothMPRT calls whatever
+``explain_func`` says), on the same model and images, batch --n-mprt for both unless --mprt-batch says
+otherwise; Quantus runs with ``return_last_correlation``/``skip_layers`` so that both compute the same
+number. Each has two rows: ours computing every map, and ours given the trained model's maps of the
+clean images as the evaluate stage holds them (the attribute stage's cache; computed here outside the
+timed region, channel-first as that stage does). A last line gives one explanation pass of each side
+and the passes each runs, the floor of both times. SmoothMPRT's noise
 comes from ``np.random.randn``, replaced during its call by a cycle over our draws (so both add the same
 noise and the difference column means something; this spares Quantus its numpy draws, so its time is
 a lower bound).
