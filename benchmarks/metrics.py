@@ -289,7 +289,7 @@ def main() -> None:
         pass_note()
         t_ref, out_ref = ref
         for maps, label in ((None, ""), (cached, ", cached trained-model maps")):
-            t_ours, out = best_time(lambda: ours(maps), args.repeat)
+            t_ours, out = best_time(lambda maps=maps: ours(maps), args.repeat)
             rows.append((f"{name}{label}, N={k}", t_ours, t_ref, reference, max_diff(out, out_ref)))
 
     def smooth() -> None:

@@ -141,7 +141,7 @@ def test_registered_metrics_on_the_controls():
     predictions = model(x).argmax(1)
 
     def inputs(name: str) -> MetricInputs:
-        explain = lambda m, xs, t: METHODS.get(name)(m, xs, t)  # noqa: E731
+        explain = lambda m, xs, t: METHODS.get(name)(m, xs, t)
         return MetricInputs(model, x, y, predictions, explain(model, x, predictions), explain=explain)
 
     smooth, efficient = METRICS.get("smooth_mprt"), METRICS.get("efficient_mprt")
@@ -165,7 +165,7 @@ def test_cached_maps_are_the_maps_the_metrics_compute(kind):
     predictions = model(x).argmax(1)
     names = ["gradient", "guided_backprop", "gradcam", "normgrad"]
     for name, cached in zip(names, attribute_many(model, x, predictions, [(n, {}) for n in names], batch_size=4)):
-        ours = _explain(lambda m, xs, t: METHODS.get(name)(m, xs, t), model, x, predictions, 3)
+        ours = _explain(METHODS.get(name), model, x, predictions, 3)
         assert cached.abs().max() > 0
         torch.testing.assert_close(ours, cached, rtol=0, atol=1e-6 * cached.abs().max().item())
 
@@ -177,7 +177,7 @@ def test_registered_metrics_reuse_the_cached_maps_only_for_the_predictions():
     model, (x, y) = MODELS["cnn"], data()
     predictions = model(x).argmax(1)
     assert not torch.equal(y, predictions)
-    explain = lambda m, xs, t: METHODS.get("gradient")(m, xs, t)  # noqa: E731
+    explain = METHODS.get("gradient")
     right, wrong = explain(model, x, predictions), torch.rand(N, 3, 16, 16)
 
     def scores(name: str, maps: torch.Tensor, map_targets: torch.Tensor | None) -> torch.Tensor:

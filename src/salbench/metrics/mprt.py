@@ -32,9 +32,8 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
-
 from annotated_types import Ge
+from torch import Tensor, nn
 
 from ..config.declare import OneOf, declare
 from .base import Explain, MetricInputs, Values, as_maps, explain_batched, metric, require_eval
