@@ -98,9 +98,10 @@ def test_smooth_maps_by_hand():
     times); a map equal to the input averages the noisy inputs: x + spread · mean of the draws / samples."""
     x, y = data()
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
-    smooth = smooth_maps(gradient_sum, model, x, y, samples=SAMPLES, noise=0.1, noise_seed=7)
+    (smooth,) = smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7)
     torch.testing.assert_close(smooth, gradient_sum(model, x, y))
-    identity = smooth_maps(lambda m, xs, t: xs, model, x, y, samples=SAMPLES, noise=0.5, noise_seed=7)
+    identity, again = smooth_maps(lambda m, xs, t: xs, [model, model], x, y, samples=SAMPLES, noise=0.5, noise_seed=7)
+    torch.testing.assert_close(again, identity, rtol=0, atol=0)  # the models share the draws
     spread = 0.5 * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     z = torch.stack([torch.from_numpy(d) for d in _draws(x, 7)]).sum(0)
     torch.testing.assert_close(identity, x + spread * z / SAMPLES)
@@ -140,7 +141,7 @@ def test_registered_metrics_on_the_controls():
     predictions = model(x).argmax(1)
 
     def inputs(name: str) -> MetricInputs:
-        explain = lambda m, xs, t: METHODS.get(name)(m, xs, t)  # noqa: E731
+        explain = lambda m, xs, t: METHODS.get(name)(m, xs, t)
         return MetricInputs(model, x, y, predictions, explain(model, x, predictions), explain=explain)
 
     smooth, efficient = METRICS.get("smooth_mprt"), METRICS.get("efficient_mprt")
@@ -151,3 +152,53 @@ def test_registered_metrics_on_the_controls():
     assert efficient(inputs("gradient"))[0].values.abs().max() > 1e-6
     with pytest.raises(ValueError, match="needs MetricInputs.explain"):
         smooth(MetricInputs(model, x, y, predictions, x), noise_samples=2)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_cached_maps_are_the_maps_the_metrics_compute(kind):
+    """The attribute stage's maps (attribute_many, shared passes) equal the metrics' own recomputation (in
+    channels-last layout) to float rounding, so reusing them changes no score beyond rounding."""
+    from salbench.attribution import attribute_many
+    from salbench.metrics.mprt import _explain
+
+    model, (x, _) = MODELS[kind], data()
+    predictions = model(x).argmax(1)
+    names = ["gradient", "guided_backprop", "gradcam", "normgrad"]
+    for name, cached in zip(names, attribute_many(model, x, predictions, [(n, {}) for n in names], batch_size=4)):
+        ours = _explain(METHODS.get(name), model, x, predictions, 3)
+        assert cached.abs().max() > 0
+        torch.testing.assert_close(ours, cached, rtol=0, atol=1e-6 * cached.abs().max().item())
+
+
+def test_registered_metrics_reuse_the_cached_maps_only_for_the_predictions():
+    """With map_targets equal to the predictions the metrics take MetricInputs.maps as the trained model's
+    maps (a wrong map changes the score; the right one gives the recomputed score); with other targets,
+    or none, they recompute."""
+    model, (x, y) = MODELS["cnn"], data()
+    predictions = model(x).argmax(1)
+    assert not torch.equal(y, predictions)
+    explain = METHODS.get("gradient")
+    right, wrong = explain(model, x, predictions), torch.rand(N, 3, 16, 16)
+
+    def scores(name: str, maps: torch.Tensor, map_targets: torch.Tensor | None) -> torch.Tensor:
+        inputs = MetricInputs(model, x, y, predictions, maps, explain=explain, map_targets=map_targets)
+        return METRICS.get(name)(inputs, **({"noise_samples": 3} if name == "smooth_mprt" else {}))[0].values
+
+    for name in ("smooth_mprt", "efficient_mprt"):
+        recomputed = scores(name, wrong, None)
+        torch.testing.assert_close(scores(name, wrong, y), recomputed, rtol=0, atol=0)
+        torch.testing.assert_close(scores(name, right, predictions), recomputed, rtol=0, atol=1e-5)
+        assert (scores(name, wrong, predictions) - recomputed).abs().max() > 1e-3
+
+
+def test_smooth_maps_do_not_depend_on_the_batching():
+    """Noisy samples go through the method several per call as batch_size allows: the same denoised maps
+    for one image per call, one sample per call and all samples in one call; given clean maps are used."""
+    model, (x, y) = MODELS["cnn"], data()
+    maps = [smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7, batch_size=b)[0]
+            for b in (1, N, N * SAMPLES)]
+    for m in maps[1:]:
+        torch.testing.assert_close(m, maps[0], rtol=1e-5, atol=1e-7)
+    clean = torch.zeros(N, 1, 16, 16)
+    (shifted,) = smooth_maps(gradient_sum, [model], x, y, samples=SAMPLES, noise=0.1, noise_seed=7, clean=[clean])
+    torch.testing.assert_close(shifted, maps[0] - gradient_sum(model, x, y) / SAMPLES, rtol=1e-5, atol=1e-7)

@@ -155,9 +155,10 @@ def _scores(spec: MetricSpec, entry: Entry, compared: Sequence[str]) -> bool:
     return entry.name in (compared if spec.methods is None else spec.methods)
 
 
-def _inputs(models: Models, data: EvalData, maps: Tensor, explain: Callable | None, batch_size: int) -> MetricInputs:
+def _inputs(models: Models, data: EvalData, maps: Tensor, explain: Callable | None, batch_size: int,
+            map_targets: Tensor | None = None) -> MetricInputs:
     return MetricInputs(models.model, data.images, data.labels, data.predictions, maps, data.masks, explain,
-                        models.random_labels, models.changes, batch_size)
+                        models.random_labels, models.changes, batch_size, map_targets)
 
 
 def cascade_examples(model: nn.Module, explain: Callable, images: Tensor, blocks: list[str], seed: int,
@@ -188,7 +189,7 @@ def evaluate(models: Models, data: EvalData, entries: Mapping[str, Entry], confi
     for name in wanted:
         entry = entries[name]
         cached, targets = entry.load()
-        cached = cached.to(data.images.device)
+        cached, targets = cached.to(data.images.device), targets.to(data.images.device)
         explain = entry.explain(bs)
         meta_maps: dict[tuple[float, int | None], Tensor] = {}
         for spec in config.specs:
@@ -196,7 +197,8 @@ def evaluate(models: Models, data: EvalData, entries: Mapping[str, Entry], confi
             if spec.layer_study is not None:
                 for group, names in spec.layer_study.items():
                     if name in names:
-                        rows = run_metric(spec, _inputs(models, data.first(n), cached[:n], explain, bs), n_boot, seed)
+                        inputs = _inputs(models, data.first(n), cached[:n], explain, bs, targets[:n])
+                        rows = run_metric(spec, inputs, n_boot, seed)
                         step = names.index(name) + 1
                         report.rows += [{**r, "method": group, "role": role(group), "step": float(step),
                                          "step_label": entry.layer} for r in rows]
@@ -205,17 +207,18 @@ def evaluate(models: Models, data: EvalData, entries: Mapping[str, Entry], confi
             elif _scores(spec, entry, compared):
                 part = data.first(n)
                 if spec.meta_lr is None:
-                    rows = run_metric(spec, _inputs(models, part, cached[:n], explain, bs), n_boot, seed)
+                    rows = run_metric(spec, _inputs(models, part, cached[:n], explain, bs, targets[:n]), n_boot,
+                                      seed)
                 else:
                     key = (spec.meta_lr, n)
                     meta = replace(entry, method=MetaSaliency(entry.method, spec.meta_lr))
                     if key not in meta_maps:
                         meta_maps[key] = explain_batched(meta.explain(bs), models.model, part.images,
-                                                         targets[:len(part.labels)].to(part.images.device), bs)
-                    rows = run_metric(spec, _inputs(models, part, cached[:n], explain, bs), n_boot, seed,
-                                      {"saliency": "plain"})
-                    rows += run_metric(spec, _inputs(models, part, meta_maps[key], meta.explain(bs), bs), n_boot,
-                                       seed, {"saliency": "meta"})
+                                                         targets[:len(part.labels)], bs)
+                    rows = run_metric(spec, _inputs(models, part, cached[:n], explain, bs, targets[:n]), n_boot,
+                                      seed, {"saliency": "plain"})
+                    meta_inputs = _inputs(models, part, meta_maps[key], meta.explain(bs), bs, targets[:n])
+                    rows += run_metric(spec, meta_inputs, n_boot, seed, {"saliency": "meta"})
                 report.rows += [{**r, "method": name, "role": entry.role} for r in rows]
         if k and name in compared:
             report.examples[f"map/{name}"] = pool_channels(cached[:k], "l1")

@@ -36,7 +36,9 @@ class MetricInputs:
     ``images`` are N×C×H×W in [0, 1] and ``model`` takes them as they are (normalisation
     wrapped inside it); ``maps`` (N×C'×H×W) explain ``predictions``; ``masks`` are the GT
     masks, N×H×W bool. ``model_changes`` are other models (a random init, training
-    checkpoints) for COSE's sensitivity pool.
+    checkpoints) for COSE's sensitivity pool. ``map_targets`` (N), if known, are the classes
+    ``maps`` explain (the attribute stage may explain true labels): a metric that reuses the
+    model's maps of the predictions checks them.
     """
 
     model: nn.Module
@@ -49,6 +51,7 @@ class MetricInputs:
     random_label_model: nn.Module | None = None
     model_changes: Mapping[str, nn.Module] = field(default_factory=dict)
     batch_size: int = 64
+    map_targets: Tensor | None = None
 
     @property
     def correct(self) -> Tensor:
