@@ -161,29 +161,35 @@ def is_fresh(map_dir: str | Path, key: str) -> bool:
     return True
 
 
-def load_maps(map_dir: str | Path, key: str | None = None, stage: str | None = None
+def load_maps(map_dir: str | Path, key: str | None = None, stage: str | None = None, limit: int | None = None
               ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Maps N×C'×H×W float32, targets N and the manifest, each shard verified; with ``key``, stale maps raise.
-    Errors name ``stage`` (default :func:`attribute_stage`). Shards are read one at a time into one
-    preallocated tensor (float16 shards are widened), so the maps are held once."""
+    """Maps N×C'×H×W float32, targets N and the manifest, each shard verified; with ``key``, stale maps raise;
+    with ``limit``, only the first ``limit`` maps (only the shards holding them are read). Errors name
+    ``stage`` (default :func:`attribute_stage`). Shards are read one at a time into one preallocated tensor
+    (float16 shards are widened), so the maps are held once."""
     map_dir, stage = Path(map_dir), stage or attribute_stage(map_dir)
     manifest = read_manifest(map_dir, stage)
     if key is not None and manifest.get("key") != key:
         raise StaleArtifactError(f"maps in {map_dir} were computed for other inputs (key {manifest.get('key')} != "
                                  f"{key}); run `dvc repro {stage}` to recompute them")
-    maps = torch.empty([int(d) for d in manifest["shape"]], dtype=torch.float32)
-    targets = torch.empty(len(maps), dtype=torch.int64)
+    shape = [int(d) for d in manifest["shape"]]
+    n = shape[0] if limit is None else min(shape[0], limit)
+    maps = torch.empty([n, *shape[1:]], dtype=torch.float32)
+    targets = torch.empty(n, dtype=torch.int64)
     start = 0
     for path, checksum in _shards(map_dir, manifest, stage):
+        if start >= n and limit is not None:
+            break
         shard = load_shard(path, stage, checksum)
         stop = start + len(shard["targets"])
-        if stop > len(maps) or shard["maps"].shape[1:] != maps.shape[1:]:
+        if stop > shape[0] or list(shard["maps"].shape[1:]) != shape[1:]:
             raise corrupt(map_dir / MANIFEST, f"its shape {manifest['shape']} does not match shard {path.name}", stage)
-        maps[start:stop] = torch.from_numpy(shard["maps"])
-        targets[start:stop] = torch.from_numpy(shard["targets"])
+        take = min(stop, n) - start
+        maps[start:start + take] = torch.from_numpy(shard["maps"][:take])
+        targets[start:start + take] = torch.from_numpy(shard["targets"][:take])
         start = stop
-    if start != len(maps):
-        raise corrupt(map_dir / MANIFEST, f"its shards hold {start} maps, not {len(maps)}", stage)
+    if start < n or (limit is None and start != n):
+        raise corrupt(map_dir / MANIFEST, f"its shards hold {start} maps, not {n}", stage)
     return maps, targets, manifest
 
 
