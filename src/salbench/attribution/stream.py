@@ -20,6 +20,7 @@ from ..models import preprocess
 from ..render.dataset import SplitReader
 from .base import Method, attribute_many
 from .cache import MapWriter, StreamHash, shard_key
+from .model import model_device
 from .spec import build
 from .wrappers import call_targets, select_targets
 
@@ -47,6 +48,7 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
     n, stats = len(reader), StreamStats({n: 0 for n in built}, {n: 0 for n in built})
     writers: dict[str, MapWriter] = {}
     mask_hash = None
+    pin = model_device(model).type == "cuda"
     try:
         for name, (method, _, layer) in built.items():
             writers[name] = MapWriter(out / name, model_hash=model_hash, method=name, params=entries[name] or {},
@@ -54,6 +56,8 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
         for start, stop in reader.blocks(shard_size):
             raw = reader.read("images", start, stop)
             images = preprocess(raw, manifest)
+            if pin:  # page-locked, so the engine's per-batch copies to the GPU run asynchronously
+                images = images.pin_memory()
             labels = torch.from_numpy(reader.read("label", start, stop)).long()
             inputs = {"masks": torch.from_numpy(reader.read("gt_mask", start, stop))} if has_masks else {}
             if has_masks:
