@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from salbench.render import Renderer, get_renderer, World, build_task, load_manifest, load_scenes, load_split, render_splits
+from salbench.errors import SalbenchError
 from salbench.render.scene import annotate_pixels
 
 from helpers import ROOT, TINY_RENDER, run
@@ -173,3 +174,22 @@ def test_split_labels_are_balanced_in_every_prefix(n_classes: int) -> None:
         assert counts.max() - counts.min() <= 1
     assert not np.array_equal(labels, split_labels(50, n_classes, seed=1, split="test"))
     assert not np.array_equal(labels, split_labels(50, n_classes, seed=0, split="val"))
+
+
+def test_split_reader_reads_rows_and_only_the_arrays_asked_for(rendered: dict, tmp_path: Path) -> None:
+    from salbench.io import save_shard
+    from salbench.render.dataset import SplitReader
+
+    arrays = rendered["train"][0]
+    save_shard(tmp_path / "train.safetensors", arrays)
+    reader = SplitReader(tmp_path, "train")
+    assert len(reader) == SIZES["train"] and list(reader.blocks(4)) == [(0, 4), (4, 6)]
+    for key, arr in arrays.items():
+        assert np.array_equal(reader.read(key, 2, 5), arr[2:5]) and reader.read(key).dtype == arr.dtype
+    assert set(load_split(tmp_path, "train", keys=("images", "label"))) == {"images", "label"}
+    with pytest.raises(SalbenchError, match="no array 'masks'"):
+        reader.read("masks")
+    blob = (tmp_path / "train.safetensors").read_bytes()
+    (tmp_path / "train.safetensors").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(SalbenchError, match="render@"):
+        SplitReader(tmp_path, "train")  # checked up front, before any row is read
