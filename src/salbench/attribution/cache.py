@@ -3,14 +3,16 @@
 Layout of a map directory (one per model × method, written atomically)::
 
     manifest.json            key, model_hash, method, params, layer, targets_sha256, inputs, seed, shape,
-                             shards, checksums (shard -> sha256), provenance
-    maps-00000.safetensors   maps float32 n×C'×H×W, targets int64 n (sha256 in its header, salbench.io)
+                             dtype, shards, checksums (shard -> sha256), shard_keys (shard -> key), provenance
+    maps-00000.safetensors   maps float32 (or float16) n×C'×H×W, targets int64 n (sha256 in its header)
 
-The key hashes (model checkpoint hash, method, its params, layer, targets, the SHA-256 of the per-sample
-inputs the method reads besides the images (``inputs``, e.g. the GT masks of the control maps), seed,
-and the attribution code): a stage compares it with :func:`cache_key` of its current inputs and recomputes
-only the methods whose key changed. Readers verify every shard against the manifest's checksum.
-"""
+The directory's key hashes (model checkpoint hash, method, its params, layer, targets, the SHA-256 of the
+per-sample inputs the method reads besides the images (``inputs``, e.g. the GT masks of the control
+maps), seed, and the attribution code); readers (evaluate) compare it with :func:`cache_key` of their
+inputs and verify every shard against the manifest's checksum. The streamed attribute stage
+(salbench.attribution.stream) writes through :class:`MapWriter` and keys each shard on its own
+(:func:`shard_key`: the same parts plus the shard's first index, images, targets, inputs and storage
+dtype), so a grown split or a damaged shard recomputes only the shards whose key has no intact match.
 from __future__ import annotations
 
 import hashlib
