@@ -65,6 +65,7 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
                 mask_hash.update(inputs["masks"])
             targets = select_targets(model, images, labels, explain, batch_size)
             todo: dict[bytes, list[tuple[str, torch.Tensor, str]]] = {}
+            calls: dict[bytes, torch.Tensor] = {}
             for name, (method, _, _) in built.items():
                 call, explained = call_targets(method, model, images, labels, targets, batch_size)
                 used = {k: inputs[k] for k in method.needs if k in inputs}
@@ -72,10 +73,10 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
                 if writers[name].reuse(key, explained):
                     stats.kept[name] += 1
                 else:
+                    calls.setdefault(call.numpy().tobytes(), call)
                     todo.setdefault(call.numpy().tobytes(), []).append((name, explained, key))
-            for group in todo.values():
-                call = call_targets(built[group[0][0]][0], model, images, labels, targets, batch_size)[0]
-                maps = attribute_many(model, images, call, [built[name][:2] for name, _, _ in group],
+            for call_key, group in todo.items():
+                maps = attribute_many(model, images, calls[call_key], [built[name][:2] for name, _, _ in group],
                                       batch_size=batch_size, **inputs)
                 for (name, explained, key), m in zip(group, maps):
                     writers[name].add(key, m, explained)
