@@ -13,6 +13,7 @@ inputs and verify every shard against the manifest's checksum. The streamed attr
 (salbench.attribution.stream) writes through :class:`MapWriter` and keys each shard on its own
 (:func:`shard_key`: the same parts plus the shard's first index, images, targets, inputs and storage
 dtype), so a grown split or a damaged shard recomputes only the shards whose key has no intact match.
+"""
 from __future__ import annotations
 
 import hashlib
