@@ -67,9 +67,9 @@ def main() -> None:
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in stats.computed):
         shutil.rmtree(stale)
     computed = sorted(name for name, n in stats.computed.items() if n)
-    print(f"[attribute {args.task}/{args.model}] computed {computed} ({sum(stats.computed.values())} shards of "
+    print(f"[attribute {args.task}/{args.model}] computed {computed} ({sum(stats.computed.values())} entry shards of <= "
           f"{p.get('shard_size', 256)} images) in {time.perf_counter() - t0:.1f} s; kept "
-          f"{sorted(name for name in stats.kept if name not in computed)} ({sum(stats.kept.values())} shards)")
+          f"{sorted(name for name in stats.kept if name not in computed)} ({sum(stats.kept.values())} entry shards)")
 
 
 if __name__ == "__main__":
