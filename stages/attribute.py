@@ -2,11 +2,12 @@
 
 Reads the checkpoint data/models/<task>/<model>/<attribute.checkpoint> and the split
 data/render/<task>/<attribute.split>; writes data/maps/<task>/<model>/<method>/ (safetensors shards +
-manifest, see salbench.attribution.cache). A method whose cache key (checkpoint hash, method, params,
-layers, targets, the per-sample inputs it reads, seed, attribution code) is unchanged keeps its
-maps; all others are computed together by salbench.attribution.attribute_many, which serves every
-single-pass method from shared passes. Methods that declare ``needs=("masks",)`` (the GT controls) get
-the split's ``gt_mask``.
+manifest, see salbench.attribution.cache). The split is read and the maps written shard by shard
+(`attribute.shard_size` images; salbench.attribution.stream), so memory does not grow with the split. A
+shard whose key (checkpoint hash, method, params, layers, its images, targets and the per-sample inputs the
+method reads, seed, storage dtype, attribution code) is unchanged is kept; all others are computed together
+by salbench.attribution.attribute_many, which serves every single-pass method from shared passes. Methods
+that declare ``needs=("masks",)`` (the GT controls) get the split's ``gt_mask``.
 Entries: salbench.attribution.spec (method, params, layers/combine, meta_lr, explain, families).
 """
 from __future__ import annotations
@@ -22,16 +23,16 @@ from pathlib import Path
 
 import torch
 
-from salbench.attribution import attribute_many, build, call_targets, select_targets
-from salbench.attribution.cache import cache_key, is_fresh, method_inputs, save_maps
-from salbench.device import resolve_device
+from salbench.attribution.stream import attribute_split
+from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.io import file_hash
-from salbench.models import load_checkpoint, preprocess
+from salbench.models import load_checkpoint
 from salbench.params import check_keys, load_params, section
-from salbench.render import load_split
+from salbench.render.dataset import SplitReader
 
-STAGE_KEYS = ("tasks", "seed", "device", "batch_size", "split", "checkpoint", "explain", "methods")
+STAGE_KEYS = ("tasks", "seed", "device", "batch_size", "split", "checkpoint", "explain", "threads", "shard_size",
+              "map_dtype", "methods")
 
 
 @cli
@@ -47,52 +48,28 @@ def main() -> None:
 
     p = section(load_params(args.params), "attribute")
     check_keys(p, STAGE_KEYS, "attribute")
+    set_threads(p.get("threads", 1))
     seed, batch_size = int(p.get("seed", 0)), int(p.get("batch_size", 32))
     device = resolve_device(str(p.get("device", "cpu")))
     torch.manual_seed(seed)
 
     checkpoint = Path(args.models) / args.task / args.model / str(p.get("checkpoint", "final"))
     model, manifest = load_checkpoint(checkpoint, device, stage=f"train@{args.task}-{args.model}")
-    model_hash = file_hash(checkpoint / "model.safetensors")
-    split = load_split(Path(args.data or f"data/render/{args.task}"), str(p.get("split", "test")))
-    images = preprocess(split["images"], manifest)
-    labels = torch.from_numpy(split["label"]).long()
-    targets = select_targets(model, images, labels, str(p.get("explain", "predicted")), batch_size)
-    inputs = {"masks": torch.from_numpy(split["gt_mask"]).bool()} if "gt_mask" in split else {}
-
+    reader = SplitReader(Path(args.data or f"data/render/{args.task}"), str(p.get("split", "test")))
     out = Path(args.out or f"data/maps/{args.task}/{args.model}")
     out.mkdir(parents=True, exist_ok=True)
-    todo, kept = {}, []
-    for name, entry in (p.get("methods") or {}).items():
-        built = build(name, entry, manifest["family"])
-        if built is None:
-            continue
-        method, params = built
-        layer = ",".join(method.layers(model, **params)) or None
-        call, explained = call_targets(method, model, images, labels, targets, batch_size)  # per-entry `explain`
-        used = method_inputs(method.needs, inputs)
-        key = cache_key(model_hash, name, entry or {}, layer, explained, seed, used)
-        if is_fresh(out / name, key):
-            kept.append(name)
-        else:
-            todo[name] = (method, params, layer, call, explained, used)
+    methods = p.get("methods") or {}
 
     t0 = time.perf_counter()
-    # one shared-pass batch per distinct call targets (entries with their own `explain` get the true labels)
-    groups: dict[bytes, list[str]] = {}
-    for name, (_, _, _, call, _, _) in todo.items():
-        groups.setdefault(call.numpy().tobytes(), []).append(name)
-    for names in groups.values():
-        call = todo[names[0]][3]
-        maps = attribute_many(model, images, call, [todo[n][:2] for n in names], batch_size=batch_size, **inputs)
-        for name, m in zip(names, maps):
-            _, _, layer, _, explained, used = todo[name]
-            save_maps(out / name, m, explained, model_hash=model_hash, method=name,
-                      params=(p.get("methods") or {})[name] or {}, layer=layer, seed=seed, inputs=used)
-    for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in todo and d.name not in kept):
+    stats = attribute_split(model, manifest, reader, methods, out, model_hash=file_hash(checkpoint / "model.safetensors"),
+                            seed=seed, explain=str(p.get("explain", "predicted")), batch_size=batch_size,
+                            shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")))
+    for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in stats.computed):
         shutil.rmtree(stale)
-    print(f"[attribute {args.task}/{args.model}] computed {sorted(todo)} in {time.perf_counter() - t0:.1f} s; "
-          f"kept {sorted(kept)}")
+    computed = sorted(name for name, n in stats.computed.items() if n)
+    print(f"[attribute {args.task}/{args.model}] computed {computed} ({sum(stats.computed.values())} entry shards of <= "
+          f"{p.get('shard_size', 256)} images) in {time.perf_counter() - t0:.1f} s; kept "
+          f"{sorted(name for name in stats.kept if name not in computed)} ({sum(stats.kept.values())} entry shards)")
 
 
 if __name__ == "__main__":

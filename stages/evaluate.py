@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from salbench.attribution import select_targets
-from salbench.device import resolve_device
+from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.evaluate import EvalData, evaluate, parse_config
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
@@ -52,12 +52,14 @@ def main() -> None:
     attribute = section(params, "attribute")
     methods = attribute.get("methods") or {}
     check_entry_names(config, methods)
+    set_threads(config.threads)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
 
     model_dir = Path(args.models) / args.task / args.model
     models = load_models(model_dir, device, f"train@{args.task}-{args.model}")
-    split = load_split(Path(args.data or f"data/render/{args.task}"), str(attribute.get("split", "test")))
+    split = load_split(Path(args.data or f"data/render/{args.task}"), str(attribute.get("split", "test")),
+                       keys=("images", "label", "gt_mask"))
     images = preprocess(split["images"], {"input_size": models.model.input_size}).to(device)
     labels = torch.from_numpy(split["label"]).long().to(device)
     targets = select_targets(models.model, images, labels, str(attribute.get("explain", "predicted")),

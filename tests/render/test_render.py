@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from salbench.render import Renderer, get_renderer, World, build_task, load_manifest, load_scenes, load_split, render_splits
+from salbench.errors import SalbenchError
 from salbench.render.scene import annotate_pixels
 
 from helpers import ROOT, TINY_RENDER, run
@@ -150,3 +151,45 @@ def test_dvc_repro_render_is_byte_reproducible(pipeline_copy) -> None:
     run([sys.executable, "-m", "dvc", "repro", "--force", "render"], repo)
     assert first == {t: _digest(repo / "data/render" / t) for t in ("unique-query", "presence")}
     assert json.loads((out / "manifest.json").read_text())["provenance"]["seed"] == 0
+
+
+def test_splits_grow_by_prefix() -> None:
+    """Image i is the same whatever the split size: a larger split extends a smaller one, byte for byte."""
+    (_, small, small_rec), = render_splits(WORLD, "unique-query", {}, {"test": 6}, seed=3)
+    (_, big, big_rec), = render_splits(WORLD, "unique-query", {}, {"test": 10}, seed=3)
+    for key, arr in small.items():
+        assert arr.tobytes() == big[key][:6].tobytes(), key
+    assert json.dumps(small_rec, sort_keys=True) == json.dumps(big_rec[:6], sort_keys=True)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 8])
+def test_split_labels_are_balanced_in_every_prefix(n_classes: int) -> None:
+    from salbench.render.dataset import split_labels
+
+    labels = split_labels(50, n_classes, seed=0, split="test")
+    for n in range(51):
+        prefix = split_labels(n, n_classes, seed=0, split="test")
+        assert np.array_equal(prefix, labels[:n])
+        counts = np.bincount(prefix, minlength=n_classes)
+        assert counts.max() - counts.min() <= 1
+    assert not np.array_equal(labels, split_labels(50, n_classes, seed=1, split="test"))
+    assert not np.array_equal(labels, split_labels(50, n_classes, seed=0, split="val"))
+
+
+def test_split_reader_reads_rows_and_only_the_arrays_asked_for(rendered: dict, tmp_path: Path) -> None:
+    from salbench.io import save_shard
+    from salbench.render.dataset import SplitReader
+
+    arrays = rendered["train"][0]
+    save_shard(tmp_path / "train.safetensors", arrays)
+    reader = SplitReader(tmp_path, "train")
+    assert len(reader) == SIZES["train"] and list(reader.blocks(4)) == [(0, 4), (4, 6)]
+    for key, arr in arrays.items():
+        assert np.array_equal(reader.read(key, 2, 5), arr[2:5]) and reader.read(key).dtype == arr.dtype
+    assert set(load_split(tmp_path, "train", keys=("images", "label"))) == {"images", "label"}
+    with pytest.raises(SalbenchError, match="no array 'masks'"):
+        reader.read("masks")
+    blob = (tmp_path / "train.safetensors").read_bytes()
+    (tmp_path / "train.safetensors").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(SalbenchError, match="render@"):
+        SplitReader(tmp_path, "train")  # checked up front, before any row is read

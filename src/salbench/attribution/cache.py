@@ -3,17 +3,22 @@
 Layout of a map directory (one per model × method, written atomically)::
 
     manifest.json            key, model_hash, method, params, layer, targets_sha256, inputs, seed, shape,
-                             shards, checksums (shard -> sha256), provenance
-    maps-00000.safetensors   maps float32 n×C'×H×W, targets int64 n (sha256 in its header, salbench.io)
+                             dtype, shards, checksums (shard -> sha256), shard_keys (shard -> key), provenance
+    maps-00000.safetensors   maps float32 (or float16) n×C'×H×W, targets int64 n (sha256 in its header)
 
-The key hashes (model checkpoint hash, method, its params, layer, targets, the SHA-256 of the per-sample
-inputs the method reads besides the images (``inputs``, e.g. the GT masks of the control maps), seed,
-and the attribution code): a stage compares it with :func:`cache_key` of its current inputs and recomputes
-only the methods whose key changed. Readers verify every shard against the manifest's checksum.
+The directory's key hashes (model checkpoint hash, method, its params, layer, targets, the SHA-256 of the
+per-sample inputs the method reads besides the images (``inputs``, e.g. the GT masks of the control
+maps), seed, and the attribution code); readers (evaluate) compare it with :func:`cache_key` of their
+inputs and verify every shard against the manifest's checksum. The streamed attribute stage
+(salbench.attribution.stream) writes through :class:`MapWriter` and keys each shard on its own
+(:func:`shard_key`: the same parts plus the shard's first index, images, targets, inputs and storage
+dtype), so a grown split or a damaged shard recomputes only the shards whose key has no intact match.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -159,16 +164,160 @@ def is_fresh(map_dir: str | Path, key: str) -> bool:
     return True
 
 
-def load_maps(map_dir: str | Path, key: str | None = None, stage: str | None = None
+def load_maps(map_dir: str | Path, key: str | None = None, stage: str | None = None, limit: int | None = None
               ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Maps N×C'×H×W, targets N and the manifest, each shard verified; with ``key``, stale maps raise.
-    Errors name ``stage`` (default :func:`attribute_stage`)."""
+    """Maps N×C'×H×W float32, targets N and the manifest, each shard verified; with ``key``, stale maps raise;
+    with ``limit``, only the first ``limit`` maps (only the shards holding them are read). Errors name
+    ``stage`` (default :func:`attribute_stage`). Shards are read one at a time into one preallocated tensor
+    (float16 shards are widened), so the maps are held once."""
     map_dir, stage = Path(map_dir), stage or attribute_stage(map_dir)
     manifest = read_manifest(map_dir, stage)
     if key is not None and manifest.get("key") != key:
         raise StaleArtifactError(f"maps in {map_dir} were computed for other inputs (key {manifest.get('key')} != "
                                  f"{key}); run `dvc repro {stage}` to recompute them")
-    shards = [load_shard(path, stage, checksum) for path, checksum in _shards(map_dir, manifest, stage)]
-    maps = torch.from_numpy(np.concatenate([s["maps"] for s in shards]))
-    targets = torch.from_numpy(np.concatenate([s["targets"] for s in shards]))
+    shape = [int(d) for d in manifest["shape"]]
+    n = shape[0] if limit is None else min(shape[0], limit)
+    maps = torch.empty([n, *shape[1:]], dtype=torch.float32)
+    targets = torch.empty(n, dtype=torch.int64)
+    start = 0
+    for path, checksum in _shards(map_dir, manifest, stage):
+        if start >= n and limit is not None:
+            break
+        shard = load_shard(path, stage, checksum)
+        stop = start + len(shard["targets"])
+        if stop > shape[0] or list(shard["maps"].shape[1:]) != shape[1:]:
+            raise corrupt(map_dir / MANIFEST, f"its shape {manifest['shape']} does not match shard {path.name}", stage)
+        take = min(stop, n) - start
+        maps[start:start + take] = torch.from_numpy(shard["maps"][:take])
+        targets[start:start + take] = torch.from_numpy(shard["targets"][:take])
+        start = stop
+    if start < n or (limit is None and start != n):
+        raise corrupt(map_dir / MANIFEST, f"its shards hold {start} maps, not {n}", stage)
     return maps, targets, manifest
+
+
+def shard_key(whole_key_parts: Mapping[str, Any], start: int, images: Tensor, targets: Tensor,
+              inputs: Mapping[str, Tensor], dtype: str) -> str:
+    """Key of one shard of maps: the entry's key parts (model, method, params, layer, seed, code), the
+    shard's first index, its images, targets, per-sample inputs and the storage dtype. A shard of a grown
+    split (same first images, see salbench.render.dataset.split_labels) has the same key, so it is kept."""
+    return params_hash({**whole_key_parts, "start": start, "images": tensor_sha256(images),
+                        "targets": _targets_sha256(targets), "dtype": dtype,
+                        "inputs": {k: tensor_sha256(v) for k, v in sorted(inputs.items())}})
+
+
+class StreamHash:
+    """:func:`tensor_sha256` of a tensor of known ``shape`` fed in consecutive row blocks."""
+
+    def __init__(self, dtype: str, shape: Sequence[int]) -> None:
+        self.h = hashlib.sha256(f"{np.dtype(dtype)}{tuple(int(d) for d in shape)}".encode())
+
+    def update(self, block: Tensor | np.ndarray) -> None:
+        self.h.update(np.ascontiguousarray(torch.as_tensor(block).detach().cpu().numpy()).tobytes())
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+MAP_DTYPES = ("float32", "float16")
+
+
+class MapWriter:
+    """Writes one entry's map directory shard by shard inside an atomic directory (the old directory stays
+    until :meth:`close`): :meth:`reuse` copies an intact shard of the old directory whose key matches,
+    :meth:`add` writes a computed one. Memory: one shard."""
+
+    def __init__(self, out_dir: str | Path, *, model_hash: str, method: str, params: Mapping[str, Any],
+                 layer: str | None, seed: int | None, dtype: str = "float32") -> None:
+        if dtype not in MAP_DTYPES:
+            raise SalbenchError(f"map dtype {dtype!r} is not one of {list(MAP_DTYPES)}; set attribute.map_dtype")
+        self.out_dir, self.dtype = Path(out_dir), dtype
+        self.meta = {"model_hash": model_hash, "method": method, "params": dict(params), "layer": layer,
+                     "seed": seed}
+        self.parts = {"model": model_hash, "method": method, "params": dict(params), "layer": layer, "seed": seed,
+                      "code": code_hash()}
+        self.old_manifest: dict[str, Any] = {}
+        self.old, self.old_shape = self._old_shards()
+        self.added = 0
+        self.pending: list[tuple[str, str]] = []
+        self._ctx = atomic_dir(self.out_dir)
+        self.tmp = self._ctx.__enter__()
+        self.checksums: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+        self.shape: list[int] | None = None
+        self.targets: list[np.ndarray] = []
+
+    def _old_shards(self) -> tuple[dict[str, tuple[str, str]], list[int]]:
+        """(key -> (shard name, checksum), map shape C'×H×W) of the old directory's shards."""
+        try:
+            manifest = read_json(self.out_dir / MANIFEST)
+            self.old_manifest = manifest
+            names = dict(manifest.get("shard_keys") or {})
+            return ({k: (n, manifest["checksums"][n]) for n, k in names.items() if n in manifest["checksums"]},
+                    [int(d) for d in manifest["shape"][1:]])
+        except (MissingArtifactError, CorruptArtifactError, KeyError, TypeError, AttributeError, ValueError):
+            return {}, []
+
+    def _name(self) -> str:
+        return f"maps-{len(self.checksums):05d}.safetensors"
+
+    def reuse(self, key: str, targets: Tensor) -> bool:
+        """Copy the old directory's shard for ``key`` if it is intact; False (nothing done) otherwise."""
+        if key not in self.old:
+            return False
+        name, checksum = self.old[key]
+        try:
+            check_shard(self.out_dir / name, STAGE, checksum)
+        except (CorruptArtifactError, MissingArtifactError):
+            return False
+        new = self._name()
+        self.pending.append((name, new))  # copied at close, unless the old directory is kept whole
+        self._record(new, checksum, key, targets, [len(targets), *self.old_shape])
+        return True
+
+    def add(self, key: str, maps: Tensor, targets: Tensor) -> None:
+        """Write the next shard: maps n×C'×H×W, targets n."""
+        if len(maps) != len(targets):
+            raise ValueError(f"{len(maps)} maps but {len(targets)} targets")
+        name = self._name()
+        checksum = save_shard(self.tmp / name, {"maps": maps.detach().cpu().numpy().astype(self.dtype),
+                                                "targets": torch.as_tensor(targets).cpu().numpy().astype(np.int64)})
+        self._record(name, checksum, key, targets, maps.shape)
+        self.added += 1
+
+    def _record(self, name: str, checksum: str, key: str, targets: Tensor, shape: Sequence[int]) -> None:
+        self.checksums[name], self.keys[name] = checksum, key
+        self.targets.append(torch.as_tensor(targets).cpu().numpy().astype(np.int64))
+        n = int(shape[0]) + (self.shape[0] if self.shape else 0)
+        self.shape = [n, *[int(d) for d in shape[1:]]]
+
+    def close(self, inputs: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Write the manifest (``inputs``: as for :func:`cache_key`, hashes over the whole split) and swap the
+        directory in; returns the manifest. An old directory with exactly these shards is left untouched."""
+        targets = np.concatenate(self.targets) if self.targets else np.zeros(0, np.int64)
+        inputs = dict(sorted((inputs or {}).items()))
+        m = self.meta
+        key = cache_key(m["model_hash"], m["method"], m["params"], m["layer"], targets, m["seed"], inputs)
+        old = self.old_manifest
+        if not self.added and old.get("key") == key and old.get("shard_keys") == self.keys:
+            self.abort()
+            return old
+        for name, new in self.pending:
+            try:
+                os.link(self.out_dir / name, self.tmp / new)
+            except OSError:
+                shutil.copyfile(self.out_dir / name, self.tmp / new)
+        manifest = {
+            "key": key,
+            **m, "targets_sha256": _targets_sha256(targets), "inputs": inputs, "code_hash": code_hash(),
+            "shape": self.shape or [0], "dtype": self.dtype, "shards": list(self.checksums),
+            "checksums": self.checksums, "shard_keys": self.keys,
+            "provenance": provenance({"method": m["method"], **m["params"]}, m["seed"]),
+        }
+        write_json(self.tmp / MANIFEST, manifest)
+        self._ctx.__exit__(None, None, None)
+        return manifest
+
+    def abort(self) -> None:
+        """Drop the new directory (the old one stays)."""
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)

@@ -294,7 +294,10 @@ def _run_group(
         with attribution_mode(model), backward_rule(model, rule), torch.enable_grad():
             for i0 in range(0, n, per_chunk_images):
                 i1 = min(n, i0 + per_chunk_images)
-                x_chunk, t_chunk = images[i0:i1].to(device), targets[i0:i1].to(device)
+                # non_blocking: an asynchronous host-to-GPU copy when ``images`` is pinned (the streamed stage pins
+                # its shards on CUDA); a plain copy otherwise
+                x_chunk = images[i0:i1].to(device, non_blocking=True)
+                t_chunk = targets[i0:i1].to(device, non_blocking=True)
                 for s0 in range(0, sampler.size, per_chunk_steps):
                     steps = torch.arange(s0, min(sampler.size, s0 + per_chunk_steps))
                     values = _pass(model, sampler.points(x_chunk, steps.to(device)),

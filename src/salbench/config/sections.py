@@ -237,6 +237,9 @@ class Attribute(Section):
     split: Split = "test"
     checkpoint: str = "final"
     explain: Annotated[str, names(TARGETS)] = "predicted"
+    threads: NonNegInt = 1
+    shard_size: PosInt = 256
+    map_dtype: Literal["float32", "float16"] = "float32"
     methods: dict[str, dict[str, Any] | None] = {}  # entries: checked by validate.method_entry
 
 
@@ -278,6 +281,7 @@ class Evaluate(Section):
     seed: int = 0
     device: Device = "cpu"
     batch_size: PosInt = 64
+    threads: NonNegInt = 1
     n_boot: PosInt = 1000
     methods: list[str] | None = None
     examples: NonNegInt = 4

@@ -70,8 +70,8 @@ def _short_layer(layer: str | None, model: torch.nn.Module) -> str:
     return ",".join(part.removeprefix(prefix) for part in (layer or "").split(",") if part)
 
 
-def _load(map_dir: Path, key: str, stage: str) -> tuple[Tensor, Tensor]:
-    maps, targets, _ = load_maps(map_dir, key, stage)
+def _load(map_dir: Path, key: str, stage: str, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    maps, targets, _ = load_maps(map_dir, key, stage, limit)
     return maps, targets
 
 

@@ -15,7 +15,7 @@ from ..metrics import METRICS
 from ..metrics.perturbation import BASELINES, ORDERS
 from ..params import ParamsError, check_keys
 
-STAGE_KEYS = ("seed", "device", "batch_size", "n_boot", "methods", "examples", "metrics", "layer_study",
+STAGE_KEYS = ("seed", "device", "batch_size", "threads", "n_boot", "methods", "examples", "metrics", "layer_study",
               "meta_saliency")
 # Keys of a metric entry that the stage reads; every other key is passed to the metric.
 METRIC_KEYS = ("samples", "methods", "sweep")
@@ -66,6 +66,7 @@ class EvalConfig:
     methods: list[str] | None
     examples: int
     specs: list[MetricSpec]
+    threads: int = 1
 
     @property
     def layer_study(self) -> dict[str, list[str]]:
@@ -137,4 +138,5 @@ def parse_config(p: Mapping[str, Any]) -> EvalConfig:
         methods=None if p.get("methods") is None else list(p["methods"]),
         examples=int(p.get("examples", 4)),
         specs=specs,
+        threads=p.get("threads", 1),
     )

@@ -63,7 +63,7 @@ class Entry:
     name: str
     method: Method
     params: Mapping[str, Any]
-    load: Callable[[], tuple[Tensor, Tensor]]
+    load: Callable[..., tuple[Tensor, Tensor]]
     layer: str = ""
     registry: str = ""
 
@@ -188,7 +188,7 @@ def evaluate(models: Models, data: EvalData, entries: Mapping[str, Entry], confi
               or any(s.methods and n in s.methods for s in config.specs)]
     for name in wanted:
         entry = entries[name]
-        cached, targets = entry.load()
+        cached, targets = entry.load(limit=_needed(config, entry, compared, k))
         cached, targets = cached.to(data.images.device), targets.to(data.images.device)
         explain = entry.explain(bs)
         meta_maps: dict[tuple[float, int | None], Tensor] = {}
@@ -225,7 +225,18 @@ def evaluate(models: Models, data: EvalData, entries: Mapping[str, Entry], confi
             if cascading is not None and _scores(cascading, entry, compared):
                 report.examples[f"cascade/{name}"] = cascade_examples(models.model, explain, data.images[:k],
                                                                       blocks, seed, bs)
+        del cached, targets, meta_maps  # before the next entry's maps load: one entry's maps at a time
     return report
+
+
+def _needed(config: EvalConfig, entry: Entry, compared: Sequence[str], examples: int) -> int | None:
+    """How many of ``entry``'s maps (the first ones) the metrics that score it read; None: all."""
+    used = [s.samples for s in config.specs
+            if (s.layer_study is not None and any(entry.name in names for names in s.layer_study.values()))
+            or (s.layer_study is None and _scores(s, entry, compared))]
+    if any(n is None for n in used):
+        return None
+    return max([*used, examples if entry.name in compared else 0, 1])
 
 
 def flat_perturbation(rows: Sequence[Mapping[str, Any]], tol: float = 0.01) -> bool:

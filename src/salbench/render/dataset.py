@@ -4,12 +4,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import SalbenchError
-from ..io import load_shard, read_json, require
+from ..io import check_shard, load_shard, read_json, require
 from .scene import annotate_pixels, build_record, caption
 from .tasks import Task, TaskError, build_task
 from .world import World
@@ -27,9 +27,12 @@ def _split_code(split: str) -> int:
 
 
 def split_labels(n: int, n_classes: int, seed: int, split: str) -> np.ndarray:
-    """Exactly class-balanced labels (counts differ by at most one), in a seeded order."""
-    rng = np.random.default_rng([seed, _split_code(split)])
-    return rng.permutation(np.arange(n) % n_classes)
+    """Class-balanced labels that grow by prefix: consecutive blocks of ``n_classes`` images each hold every
+    class once, in an order seeded by (seed, split, block). So label ``i`` does not depend on ``n``, and the
+    class counts of every prefix (any split size) differ by at most one."""
+    blocks = [np.random.default_rng([seed, _split_code(split), b]).permutation(n_classes)
+              for b in range(-(-n // n_classes))]
+    return np.concatenate(blocks or [np.zeros(0, np.int64)])[:n].astype(np.int64)
 
 
 def sample_scene(renderer: Any, world: World, task: Task, rng: np.random.Generator, label: int, split: str) -> tuple[dict, np.ndarray]:
@@ -112,14 +115,55 @@ def render_splits(
             pool.terminate()
 
 
-def load_split(task_dir: str | Path, split: str) -> dict[str, np.ndarray]:
-    """Arrays of one rendered split (see docs/CONTRIBUTING.md), checksum-verified; a missing or damaged
-    shard names the stage to run, an unknown split the ones there are."""
-    task_dir = Path(task_dir)
+def _split_path(task_dir: Path, split: str) -> Path:
     if split not in SPLITS:
         raise SalbenchError(f"unknown split {split!r}: the render stage makes {list(SPLITS)}; set the split "
                             "param (e.g. attribute.split, concepts.split) to one of them")
-    return load_shard(task_dir / f"{split}.safetensors", stage=f"{STAGE}@{task_dir.name}")
+    return task_dir / f"{split}.safetensors"
+
+
+def load_split(task_dir: str | Path, split: str, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Arrays of one rendered split (see docs/CONTRIBUTING.md), checksum-verified; a missing or damaged
+    shard names the stage to run, an unknown split the ones there are. ``keys``: load only these arrays
+    (the others are hashed, never held)."""
+    task_dir = Path(task_dir)
+    path, stage = _split_path(task_dir, split), f"{STAGE}@{task_dir.name}"
+    if keys is None:
+        return load_shard(path, stage=stage)
+    reader = SplitReader(task_dir, split)
+    return {key: reader.read(key) for key in keys if key in reader.keys}
+
+
+class SplitReader:
+    """Rows of one rendered split, read on demand: the shard's checksum is verified once (a streaming hash
+    pass), then :meth:`read` maps only the rows asked for, so memory follows the rows read, not the split."""
+
+    def __init__(self, task_dir: str | Path, split: str) -> None:
+        from safetensors import safe_open
+
+        task_dir = Path(task_dir)
+        self.path, self.stage = _split_path(task_dir, split), f"{STAGE}@{task_dir.name}"
+        check_shard(self.path, self.stage)
+        with safe_open(self.path, "np") as f:
+            self.keys = tuple(f.keys())
+            self.n = int(f.get_slice("label").get_shape()[0]) if "label" in self.keys else 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of array ``key`` (a copy, not a view of the file)."""
+        from safetensors import safe_open
+
+        if key not in self.keys:
+            raise SalbenchError(f"{self.path} has no array {key!r} (has {list(self.keys)}); run "
+                                f"`dvc repro -f {self.stage}` to rewrite it with this salbench")
+        with safe_open(self.path, "np") as f:
+            return np.array(f.get_slice(key)[start:self.n if stop is None else stop])
+
+    def blocks(self, size: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) of consecutive row blocks of ``size`` (the last may be shorter)."""
+        return ((i, min(self.n, i + size)) for i in range(0, self.n, size))
 
 
 def load_manifest(task_dir: str | Path) -> dict[str, Any]:
