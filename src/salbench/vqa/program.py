@@ -60,7 +60,7 @@ class SceneFacts:
 
     ``codes`` n×4 int64 (index into ``KNOWN[attr]`` per attribute of ``ATTRIBUTES``);
     ``values[attr][value]`` the objects with that value; ``relate[rel][i]`` the objects ``rel`` of
-    object i; ``same[attr][i]`` the other objects sharing object i's value.
+    object i; ``same[attr][i]`` the other objects sharing object i's value; ``attrs[i]`` its attributes.
     """
 
     n: int
@@ -69,6 +69,7 @@ class SceneFacts:
     values: dict[str, dict[str, int]]
     relate: dict[str, list[int]]
     same: dict[str, list[int]]
+    attrs: list[dict[str, str]]
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], margin: float = 0.2) -> "SceneFacts":
@@ -87,10 +88,10 @@ class SceneFacts:
         eye = ~np.eye(n, dtype=bool)
         same = {a: (((codes[:, None, k] == codes[None, :, k]) & eye) * bits).sum(1).tolist()
                 for k, a in enumerate(ATTRIBUTES)}
-        return cls(n, (1 << n) - 1, codes, values, relate, same)
+        return cls(n, (1 << n) - 1, codes, values, relate, same, [{a: o[a] for a in ATTRIBUTES} for o in objs])
 
     def attribute(self, obj: int, attr: str) -> str:
-        return KNOWN[attr][int(self.codes[obj, ATTRIBUTES.index(attr)])]
+        return self.attrs[obj][attr]
 
 
 def _unique(f: SceneFacts, node: Node, a: list) -> int:

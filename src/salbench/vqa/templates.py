@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Mapping
 
 from ..render.world import ATTRIBUTES, KNOWN, World
@@ -19,6 +20,12 @@ ORDER = ("size", "color", "material", "shape")  # CLEVR's order of attributes in
 REL_TEXT = {"left": "left of", "right": "right of", "front": "in front of", "behind": "behind"}
 Filter = Mapping[str, str]
 SUBSETS = tuple(tuple(a for k, a in enumerate(ATTRIBUTES) if m >> k & 1) for m in range(1 << len(ATTRIBUTES)))
+
+
+@lru_cache(maxsize=None)
+def allowed(banned: tuple[str, ...], named: bool = False) -> tuple[int, ...]:
+    """Indices of SUBSETS that name no ``banned`` attribute (``named``: and at least one attribute)."""
+    return tuple(k for k, s in enumerate(SUBSETS) if not set(s) & set(banned) and (s or not named))
 
 
 def phrase(filt: Filter, plural: bool = False) -> str:
@@ -39,7 +46,7 @@ class Context:
         """Objects matching ``obj`` on each attribute subset of SUBSETS (whole scene)."""
         if obj not in self._masks:
             f = self.facts
-            per = {a: f.values[a][f.attribute(obj, a)] for a in ATTRIBUTES}
+            per = {a: f.values[a][v] for a, v in f.attrs[obj].items()}
             out = []
             for sub in SUBSETS:
                 m = f.full
@@ -55,26 +62,28 @@ class Context:
         ``minimal``: as few attributes as possible. None if no object of ``within`` can be singled out."""
         objs = [k for k in range(self.facts.n) if within >> k & 1 and k != other_than]
         self.rng.shuffle(objs)
+        subsets = allowed(banned)
         for o in objs:
             masks, bit = self.masks(o), 1 << o
-            ok = [s for s, m in zip(SUBSETS, masks) if within & m == bit and not set(s) & set(banned)]
+            ok = [SUBSETS[k] for k in subsets if within & masks[k] == bit]
             if minimal and ok:
                 least = min(len(s) for s in ok)
                 ok = [s for s in ok if len(s) == least]
             if ok:
                 sub = ok[self.rng.randrange(len(ok))]
-                return o, {a: self.facts.attribute(o, a) for a in sub}
+                attrs = self.facts.attrs[o]
+                return o, {a: attrs[a] for a in sub}
         return None
 
     def filter(self, within: int, banned: tuple[str, ...] = (), named: bool = False) -> Filter:
         """A random filter: half the time one that an object of ``within`` matches, else random values
         (possibly matching nothing). ``named``: at least one attribute."""
-        subs = [s for s in SUBSETS if not set(s) & set(banned) and (s or not named)]
-        sub = subs[self.rng.randrange(len(subs))]
-        objs = [k for k in range(self.facts.n) if within >> k & 1]
-        if objs and self.rng.random() < 0.5:
-            o = objs[self.rng.randrange(len(objs))]
-            return {a: self.facts.attribute(o, a) for a in sub}
+        subs = allowed(banned, named)
+        sub = SUBSETS[subs[self.rng.randrange(len(subs))]]
+        if within and self.rng.random() < 0.5:
+            objs = [k for k in range(self.facts.n) if within >> k & 1]
+            attrs = self.facts.attrs[objs[self.rng.randrange(len(objs))]]
+            return {a: attrs[a] for a in sub}
         return {a: self.rng.choice(self.world.values[a]) for a in sub}
 
     def mask(self, filt: Filter, within: int) -> int:
@@ -212,6 +221,8 @@ def _one_hop_count(ctx: Context) -> Sample | None:
     if got is None:
         return None
     rel = _pick(ctx, RELATIONS)
+    if not ctx.facts.relate[rel][got[0]]:
+        return None  # nothing on that side: ill-posed
     f2 = ctx.filter(ctx.facts.relate[rel][got[0]])
     b = Builder()
     b.add("count", b.filters(b.add(f"relate_{rel}", b.add("unique", b.select(got[1]))), f2))
@@ -237,6 +248,8 @@ def _single_and(ctx: Context) -> Sample | None:
     if not c:
         return None
     r1, r2 = _pick(ctx, RELATIONS), _pick(ctx, RELATIONS)
+    if not (ctx.facts.relate[r1][a[0]] and ctx.facts.relate[r2][c[0]]):
+        return None  # nothing on one side: ill-posed
     f3 = ctx.filter(ctx.facts.relate[r1][a[0]] & ctx.facts.relate[r2][c[0]])
     b = Builder()
     left = b.add(f"relate_{r1}", b.add("unique", b.select(a[1])))
