@@ -28,7 +28,8 @@ def test_shapes_and_coordinates() -> None:
     assert m(images, tokens).shape == (3, 7)
     assert m.cells(images).shape == (3, 16, 10)  # 32 px / 2^3 = 4×4 cells, 8 channels + x, y
     c = coordinates(2, 3)
-    assert torch.equal(c[0], torch.tensor([[-1.0, 0.0, 1.0]] * 2)) and torch.equal(c[1, :, 0], torch.tensor([-1.0, 1.0]))
+    assert torch.equal(c[0], torch.tensor([[-1.0, 0.0, 1.0]] * 2))
+    assert torch.equal(c[1, :, 0], torch.tensor([-1.0, 1.0]))
     with pytest.raises(UnknownNameError, match="relation-network"):
         build_question_model("relation-net", 7, 20)
 

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..render.world import KNOWN, World
-from .program import GT_KINDS, IllPosed, ProgramError, SceneFacts, answer_text, execute, ground_truths, to_json
+from .program import (GT_KINDS, IllPosed, Program, ProgramError, SceneFacts, answer_text, execute, ground_truths,
+                      to_json)
 from .templates import FAMILIES, Context, max_tokens, tokenize, words
 
 KINDS = ("simple", "complex")
@@ -97,7 +98,7 @@ class QuestionGenerator:
 
     def generate(self, records: Sequence[Mapping[str, Any]], split: str) -> QuestionSet:
         """Questions for every record of a split (deterministic in seed, split and the records)."""
-        rows: list[tuple[int, str, int, str, tuple, dict[str, int]]] = []
+        rows: list[tuple[int, str, Program, str, str, dict[str, int]]] = []  # image, family, program, text, answer, GTs
         used = {f: 0 for f in self.families}
         counts: dict[str, dict[str, int]] = {}
         for i, rec in enumerate(records):
