@@ -64,7 +64,7 @@ def test_question_shard_format(rendered: Path) -> None:
         # Answers re-derive from the stored programs and records; GT masks from the instance maps.
         for k in range(nq):
             rec = scenes[split][q["image_index"][k]]
-            got = execute(from_json(texts[k]["program"]), SceneFacts.from_record(rec, vocab["margin"]))[-1]
+            got = execute(from_json(texts[k]["program"]), SceneFacts.from_record(rec, vocab["margin"], vocab["separation"]))[-1]
             assert vocab["answers"][q["answer"][k]] == (("yes" if got else "no") if isinstance(got, bool) else str(got))
             assert not q["gt_all_objects"][k, len(rec["objects"]):].any()
             assert q["gt_all_objects"][k, : len(rec["objects"])].all()

@@ -56,7 +56,7 @@ def test_every_question_is_well_posed_and_its_answer_and_gts_are_right(generated
     a = qs.arrays
     assert len(qs.texts) > 4 * len(RECORDS)  # most scenes get most of their 6 questions
     for q, (i, prog) in enumerate(zip(a["image_index"], qs.programs)):
-        facts = SceneFacts.from_record(RECORDS[i], gen.margin)
+        facts = SceneFacts.from_record(RECORDS[i], gen.margin, gen.separation)
         program = from_json(prog)
         out = execute(program, facts)  # raises IllPosed for a non-unique object or an empty relation
         assert gen.answers[a["answer"][q]] == answer_text(out[-1])

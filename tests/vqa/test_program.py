@@ -59,6 +59,18 @@ def test_margin_moves_borderline_objects() -> None:
     assert objects(FACTS.relate["left"][2]) == {0, 1, 3, 4} and objects(FACTS.relate["right"][1]) == {0, 2, 3, 4}
 
 
+def test_separation_makes_relations_with_a_too_close_object_ill_posed() -> None:
+    facts = SceneFacts.from_record(RECORD, margin=0.2, separation=0.4)
+    anchor = [S, ("filter_material", (0,), "metal"), ("filter_shape", (1,), "cube"), ("unique", (2,), None)]
+    with pytest.raises(IllPosed, match="too close to object 0 along the left axis"):  # object 3 is 0.1 off
+        run(*anchor, ("relate_left", (3,), None), facts=facts)
+    with pytest.raises(IllPosed, match="front axis"):  # objects 1 and 2 are at the same depth as 0
+        run(*anchor, ("relate_front", (3,), None), facts=facts)
+    sphere = [S, ("filter_color", (0,), "blue"), ("filter_shape", (1,), "sphere"), ("unique", (2,), None)]
+    out = run(*sphere, ("relate_right", (3,), None), facts=facts)  # every z offset from object 1 is >= 1.7
+    assert objects(out[4]) == {0, 2, 3, 4}
+
+
 def test_filters_same_union_intersect_count_exist() -> None:
     assert objects(run(S, ("filter_color", (0,), "red"))[1]) == {0, 2}
     assert objects(run(S, ("filter_size", (0,), "small"))[1]) == {1, 2, 4}

@@ -21,7 +21,7 @@ from .program import (GT_KINDS, IllPosed, Program, ProgramError, SceneFacts, ans
 from .templates import FAMILIES, Context, max_tokens, tokenize, words
 
 KINDS = ("simple", "complex")
-PARAM_KEYS = {"questions_per_image", "families", "margin", "seed", "tries", "reset_every"}
+PARAM_KEYS = {"questions_per_image", "families", "margin", "separation", "seed", "tries", "reset_every"}
 
 
 def answers(world: World) -> list[str]:
@@ -76,11 +76,13 @@ class QuestionGenerator:
         self.families = list(names)
         self.per_image = int(p.get("questions_per_image", 5))
         self.margin = float(p.get("margin", 0.2))
+        self.separation = float(p.get("separation", 0.4))
         self.seed = int(p.get("seed", 0))
         self.tries = int(p.get("tries", 4))
         self.reset_every = int(p.get("reset_every", 250))
         for key, v, lo in (("questions_per_image", self.per_image, 1), ("tries", self.tries, 1),
-                           ("reset_every", self.reset_every, 1), ("margin", self.margin, 0)):
+                           ("reset_every", self.reset_every, 1), ("margin", self.margin, 0),
+                           ("separation", self.separation, 0)):
             if v < lo:
                 raise ParamsError(f"{where}.{key}={v} must be >= {lo}")
         self.gt_kinds = GT_KINDS[kind]
@@ -94,7 +96,8 @@ class QuestionGenerator:
         """The JSON-able description of the encoding (vqa.json)."""
         return {"kind": self.kind, "tokens": ["<pad>"] + self.words, "answers": self.answers,
                 "families": self.families, "max_tokens": self.max_len, "max_objects": self.world.max_objects,
-                "gt_kinds": list(self.gt_kinds), "margin": self.margin}
+                "gt_kinds": list(self.gt_kinds), "margin": self.margin,
+                "separation": self.separation}
 
     def generate(self, records: Sequence[Mapping[str, Any]], split: str) -> QuestionSet:
         """Questions for every record of a split (deterministic in seed, split and the records)."""
@@ -108,7 +111,7 @@ class QuestionGenerator:
                 raise ProgramError(f"{split} scene {i} has {len(rec['objects'])} objects, more than "
                                    f"render.max_objects={self.world.max_objects}")
             rng = random.Random(f"{self.seed}/{split}/{i}")
-            facts = SceneFacts.from_record(rec, self.margin)
+            facts = SceneFacts.from_record(rec, self.margin, self.separation)
             ctx = Context(facts, self.world, rng)
             seen: set[tuple] = set()
             for _ in range(self.per_image):

@@ -6,7 +6,10 @@ Python int bitmasks over the scene's objects (bit k = object k of the record), o
 
 Spatial relations as CLEVR: the camera's right and front (towards the camera) directions are
 projected onto the ground plane; object j is ``left`` of object i when
-``(pos_j - pos_i) · left > margin`` (likewise right, front, behind).
+``(pos_j - pos_i) · left > margin`` (likewise right, front, behind). CLEVR also places objects so
+that no two are closer than 0.4 along either axis, which keeps every relation visible; scenes here are
+placed without it, so a relation from object i can instead be declared ill-posed when another object
+lies within ``separation`` of i along that relation's axis (0 = never).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class ProgramError(SalbenchError, ValueError):
 
 
 class IllPosed(Exception):
-    """The program does not apply to this scene: a `unique` over != 1 object or a relation with nothing on that side."""
+    """The program does not apply to this scene: a `unique` over != 1 object, a relation with nothing on
+    that side or with an object too close to call (``separation``)."""
 
 
 class Node(NamedTuple):
@@ -60,7 +64,8 @@ class SceneFacts:
 
     ``codes`` n×4 int64 (index into ``KNOWN[attr]`` per attribute of ``ATTRIBUTES``);
     ``values[attr][value]`` the objects with that value; ``relate[rel][i]`` the objects ``rel`` of
-    object i; ``same[attr][i]`` the other objects sharing object i's value; ``attrs[i]`` its attributes.
+    object i; ``same[attr][i]`` the other objects sharing object i's value; ``attrs[i]`` its attributes;
+    ``unclear[rel][i]``: another object lies within ``separation`` of object i along ``rel``'s axis.
     """
 
     n: int
@@ -70,9 +75,10 @@ class SceneFacts:
     relate: dict[str, list[int]]
     same: dict[str, list[int]]
     attrs: list[dict[str, str]]
+    unclear: dict[str, list[bool]]
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any], margin: float = 0.2) -> "SceneFacts":
+    def from_record(cls, record: Mapping[str, Any], margin: float = 0.2, separation: float = 0.0) -> "SceneFacts":
         objs = record["objects"]
         n = len(objs)
         if n > 62:
@@ -84,11 +90,14 @@ class SceneFacts:
         pos = np.array([o["position"] for o in objs], dtype=np.float64).reshape(n, 3)
         diff = pos[None, :, :] - pos[:, None, :]  # [i, j] = pos_j - pos_i
         dirs = ground_directions(record["camera"])
-        relate = {r: ((diff @ dirs[r] > margin) * bits).sum(1).tolist() for r in RELATIONS}
+        dots = {r: diff @ dirs[r] for r in RELATIONS}  # n×n offsets of j from i along each direction
+        relate = {r: ((d > margin) * bits).sum(1).tolist() for r, d in dots.items()}
         eye = ~np.eye(n, dtype=bool)
+        unclear = {r: ((np.abs(d) < separation) & eye).any(1).tolist() for r, d in dots.items()}
         same = {a: (((codes[:, None, k] == codes[None, :, k]) & eye) * bits).sum(1).tolist()
                 for k, a in enumerate(ATTRIBUTES)}
-        return cls(n, (1 << n) - 1, codes, values, relate, same, [{a: o[a] for a in ATTRIBUTES} for o in objs])
+        return cls(n, (1 << n) - 1, codes, values, relate, same, [{a: o[a] for a in ATTRIBUTES} for o in objs],
+                   unclear)
 
     def attribute(self, obj: int, attr: str) -> str:
         return self.attrs[obj][attr]
@@ -105,6 +114,8 @@ def _relate(rel: str) -> Callable[[SceneFacts, Node, list], int]:
         out = f.relate[rel][a[0]]
         if not out:
             raise IllPosed(f"nothing is {rel} of object {a[0]}")
+        if f.unclear[rel][a[0]]:
+            raise IllPosed(f"another object is too close to object {a[0]} along the {rel} axis to tell")
         return out
     return run
 

@@ -198,6 +198,8 @@ def _hops(ctx: Context, hops: int, attr: str) -> Sample | None:
     text = f"the {phrase(f)}"
     for h in range(hops):
         rel = _pick(ctx, RELATIONS)
+        if ctx.facts.unclear[rel][obj]:
+            return None
         within = ctx.facts.relate[rel][obj]
         got = ctx.unique(within, banned=(attr,) if h == hops - 1 else ())
         if got is None:
@@ -221,8 +223,8 @@ def _one_hop_count(ctx: Context) -> Sample | None:
     if got is None:
         return None
     rel = _pick(ctx, RELATIONS)
-    if not ctx.facts.relate[rel][got[0]]:
-        return None  # nothing on that side: ill-posed
+    if not ctx.facts.relate[rel][got[0]] or ctx.facts.unclear[rel][got[0]]:
+        return None  # nothing on that side, or too close to tell: ill-posed
     f2 = ctx.filter(ctx.facts.relate[rel][got[0]])
     b = Builder()
     b.add("count", b.filters(b.add(f"relate_{rel}", b.add("unique", b.select(got[1]))), f2))
@@ -248,8 +250,9 @@ def _single_and(ctx: Context) -> Sample | None:
     if not c:
         return None
     r1, r2 = _pick(ctx, RELATIONS), _pick(ctx, RELATIONS)
-    if not (ctx.facts.relate[r1][a[0]] and ctx.facts.relate[r2][c[0]]):
-        return None  # nothing on one side: ill-posed
+    f = ctx.facts
+    if not (f.relate[r1][a[0]] and f.relate[r2][c[0]]) or f.unclear[r1][a[0]] or f.unclear[r2][c[0]]:
+        return None  # nothing on one side, or too close to tell: ill-posed
     f3 = ctx.filter(ctx.facts.relate[r1][a[0]] & ctx.facts.relate[r2][c[0]])
     b = Builder()
     left = b.add(f"relate_{r1}", b.add("unique", b.select(a[1])))
