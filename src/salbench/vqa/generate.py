@@ -96,8 +96,7 @@ class QuestionGenerator:
         """The JSON-able description of the encoding (vqa.json)."""
         return {"kind": self.kind, "tokens": ["<pad>"] + self.words, "answers": self.answers,
                 "families": self.families, "max_tokens": self.max_len, "max_objects": self.world.max_objects,
-                "gt_kinds": list(self.gt_kinds), "margin": self.margin,
-                "separation": self.separation}
+                "gt_kinds": list(self.gt_kinds), "margin": self.margin, "separation": self.separation}
 
     def generate(self, records: Sequence[Mapping[str, Any]], split: str) -> QuestionSet:
         """Questions for every record of a split (deterministic in seed, split and the records)."""
@@ -138,6 +137,9 @@ class QuestionGenerator:
                 answer = answer_text(out[-1])
                 key = f"{fam}/{program[-1].kind}"
                 table = counts.setdefault(key, dict.fromkeys(answer_domain(program[-1].kind, self.world), 0))
+                if answer not in table:
+                    raise ProgramError(f"answer {answer!r} of {fam} is not among the render params' values "
+                                       f"{list(table)}; the scene record does not match render params")
                 if reject(table, answer):
                     continue
                 table[answer] += 1
