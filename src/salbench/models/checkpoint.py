@@ -3,6 +3,7 @@
 Manifest keys: ``arch``, ``kwargs`` (rebuild the network), ``family`` ("cnn" | "vit"), ``task``,
 ``classes``, ``input_size``, ``mean``, ``std`` (normalisation applied inside the model),
 ``accuracy`` (split -> float), ``params_hash``, ``seed``, ``versions``, and whatever else the caller adds.
+A question-conditioned model's manifest also has ``tokens`` (its vocabulary; ``classes`` are the answers).
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_dir, read_json, require, write_json
+from .question import QuestionModel, build_question_model
 from .zoo import Classifier, ModelSpecError, build_model
 
 WEIGHTS = "model.safetensors"
 CALLER_KEYS = ("task", "classes", "accuracy", "params_hash", "seed", "versions")
 
 
-def save_checkpoint(path: str | Path, model: Classifier, manifest: Mapping[str, Any]) -> None:
+def save_checkpoint(path: str | Path, model: Classifier | QuestionModel, manifest: Mapping[str, Any]) -> None:
     """Write ``model`` and ``manifest`` (plus the model's arch, kwargs, family, input_size, mean, std) atomically."""
     missing = [k for k in CALLER_KEYS if k not in manifest]
     if missing:
@@ -61,11 +63,17 @@ def load_state(path: str | Path, num_classes: int, input_size: int, arch: str | 
     return load_file(str(Path(path) / WEIGHTS))
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[Classifier | QuestionModel, dict[str, Any]]:
+    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`
+    (a :class:`QuestionModel` when the manifest has ``tokens``)."""
     manifest = read_manifest(path)
     spec = {"arch": manifest["arch"], "kwargs": manifest["kwargs"], "mean": manifest["mean"], "std": manifest["std"]}
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the caller's seeded RNG
-        model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
+        if "tokens" in manifest:
+            model = build_question_model(manifest["arch"], len(manifest["classes"]), len(manifest["tokens"]),
+                                         int(manifest["input_size"]), **manifest["kwargs"])
+        else:
+            model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
     model.load_state_dict(load_file(str(Path(path) / WEIGHTS)))
     return model.to(device).eval(), manifest

@@ -1,4 +1,4 @@
-"""Question-conditioned models for VQA: the Relation Network of CLEVR-XAI (Santoro et al. 2017).
+"""The Relation Network of CLEVR-XAI (Santoro et al. 2017), a question-conditioned model (see .question).
 
 ``model(images, tokens)`` -> answer logits N×A, with images float32 N×3×H×W in [0, 1] (normalised
 inside, as every salbench model) and tokens int64 N×L (0 = padding at the end; see salbench.vqa).
@@ -11,15 +11,12 @@ the answer logits. g's first layer on the concatenation is computed as W_i o_i +
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..registry import Registry
+from .question import QUESTION_MODELS, QuestionModel, build_question_model, check_tokens, last_state
 
-QUESTION_MODELS: Registry[Callable[..., nn.Module]] = Registry("question model")
+__all__ = ["RelationNetwork", "build_question_model", "coordinates"]
 
 
 def coordinates(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
@@ -30,7 +27,7 @@ def coordinates(h: int, w: int, device: torch.device | None = None) -> torch.Ten
 
 
 @QUESTION_MODELS.register("relation-network")
-class RelationNetwork(nn.Module):
+class RelationNetwork(QuestionModel):
     """Relation Network: N×3×H×W images and N×L tokens -> N×``num_answers`` logits.
 
     ``conv_channels``: one stride-2 3×3 conv per entry (CLEVR-XAI: four of 24 channels); ``g``/``f``:
@@ -41,9 +38,8 @@ class RelationNetwork(nn.Module):
 
     def __init__(self, num_answers: int, vocab_size: int, conv_channels: tuple[int, ...] = (24, 24, 24, 24),
                  embed_dim: int = 32, question_dim: int = 128, g: tuple[int, ...] = (256, 256, 256, 256),
-                 f: tuple[int, ...] = (256, 256), dropout: float = 0.5) -> None:
-        super().__init__()
-        self.num_answers, self.vocab_size = num_answers, vocab_size
+                 f: tuple[int, ...] = (256, 256), dropout: float = 0.5, pool: int = 1) -> None:
+        super().__init__(num_answers, vocab_size, pool)
         layers: list[nn.Module] = []
         c = 3
         for w in conv_channels:
@@ -66,23 +62,19 @@ class RelationNetwork(nn.Module):
             head += [nn.Linear(d, w), nn.ReLU()] + ([nn.Dropout(dropout)] if k == len(f) - 1 else [])
             d = w
         self.f = nn.Sequential(*head, nn.Linear(d, num_answers))
-        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32).view(1, 3, 1, 1))
 
     def cells(self, images: torch.Tensor) -> torch.Tensor:
         """N×P×(C+2) grid cells (row-major) with their coordinates."""
-        x = self.cnn((images - self.mean) / self.std)
+        x = self.cnn(self.normalise(images))
         n, _, h, w = x.shape
         x = torch.cat([x, coordinates(h, w, x.device).expand(n, -1, -1, -1)], dim=1)
         return x.flatten(2).transpose(1, 2)
 
     def question(self, tokens: torch.Tensor) -> torch.Tensor:
         """N×question_dim: the LSTM state after the last non-padding token."""
-        if tokens.ndim != 2 or tokens.dtype != torch.int64:
-            raise ValueError(f"tokens must be int64 N×L, got {tokens.dtype} of shape {tuple(tokens.shape)}")
+        check_tokens(tokens)
         out, _ = self.lstm(self.embed(tokens))
-        last = (tokens > 0).sum(1).clamp(min=1) - 1
-        return out[torch.arange(len(tokens), device=tokens.device), last]
+        return last_state(out, tokens)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         o = self.cells(images)
@@ -91,7 +83,3 @@ class RelationNetwork(nn.Module):
         pairs = self.g(first)
         return self.f(pairs.sum(dim=(1, 2)))
 
-
-def build_question_model(arch: str, num_answers: int, vocab_size: int, **kwargs: Any) -> nn.Module:
-    """A question-conditioned model registered as ``arch`` (see QUESTION_MODELS)."""
-    return QUESTION_MODELS.get(arch)(num_answers, vocab_size, **kwargs)
