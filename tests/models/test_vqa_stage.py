@@ -145,11 +145,16 @@ def test_gates_fail_after_writing_and_mismatches_are_refused(rendered: Path, fak
 @pytest.mark.slow
 def test_dvc_repro_train_vqa_in_a_temporary_copy(pipeline_copy) -> None:
     repo = pipeline_copy({"render": {**TINY_RENDER, "splits": SPLITS, "tasks": ["vqa-simple"]},
-                          "train": {"vqa_tasks": ["vqa-simple"], "vqa_min_test_accuracy": {"vqa-simple": 0.0},
-                                    "vqa_models": {"film-small": TINY_VQA_MODELS["film-tiny"]}}})
-    run([sys.executable, "-m", "dvc", "repro", "train_vqa"], repo)
+                          "train": {"vqa_tasks": ["vqa-simple"], "vqa_min_test_accuracy": {"vqa-simple": 0.0}}})
+    params = yaml.safe_load((repo / "params.yaml").read_text())  # every model of params.yaml, shrunk to tiny
+    params["train"]["vqa_models"] = {m: TINY_VQA_MODELS["rn-tiny" if "rn" in m else "film-tiny"]
+                                     for m in params["train"]["vqa_models"]}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stages = run([sys.executable, "-m", "dvc", "stage", "list"], repo).stdout
+    assert "train_vqa@vqa-simple-film-small" in stages and "train@vqa-simple" not in stages
+    run([sys.executable, "-m", "dvc", "repro", "train_vqa@vqa-simple-film-small"], repo)
     out = repo / "data/models/vqa-simple/film-small"
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name != ".gitignore") == [
         "checkpoints", "final", "metrics.json", "plots", "random_init", "random_labels"]
     shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo).stdout)
     assert "test_accuracy_per_family" in json.dumps(shown)
