@@ -37,7 +37,8 @@ class FiLM(QuestionModel):
     """FiLM-CNN: N×3×H×W images and N×L tokens -> N×``num_answers`` logits.
 
     ``stem``: one stride-2 3×3 conv per entry (its channels); ``blocks``: FiLM blocks at the last stem
-    width; ``head``: channels of the final 1×1 conv, then hidden widths of the MLP ``f``.
+    width; ``head``: channels of the final 1×1 conv, then hidden widths of the MLP ``f``; ``pool``: average-pool
+    the input by this factor first (a cheaper CPU model, see :meth:`QuestionModel.normalise`).
     """
 
     family = "film"
