@@ -16,6 +16,7 @@ from salbench.io import atomic_dir, provenance, save_shard, write_json
 from salbench.params import ParamsError, check_keys, load_params, section
 from salbench.render import SPLITS, World, build_task, render_splits
 from salbench.render.preview import write_previews
+from salbench.vqa import dataset as vqa_data
 
 STAGE_KEYS = {"seed", "splits", "workers", "tasks", "preview"}
 
@@ -45,7 +46,7 @@ def main() -> None:
     seed, workers = int(p.get("seed", 0)), int(p.get("workers", 1))
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp, atomic_dir(plots) as tmp_plots:
-        scenes, counts = {}, {}
+        scenes, counts, questions = {}, {}, {}
         for split, arrays, records in render_splits(world, args.task, task_params, splits, seed, workers, progress=True):
             save_shard(tmp / f"{split}.safetensors", arrays)
             scenes[split] = records
@@ -53,13 +54,21 @@ def main() -> None:
             counts[split] = {"n": len(arrays["label"]), "class_counts": dict(zip(task.classes, balance.tolist()))}
             if split == "test":
                 write_previews(tmp_plots, arrays, n=int(p.get("preview", 16)))
+            if hasattr(task, "questions"):  # VQA tasks: several questions per scene (salbench.vqa)
+                questions[split] = task.questions(records, split)
+                vqa_data.write_split(tmp, split, questions[split])
+        if questions:
+            vqa_data.write_vocabulary(tmp, task.generator.vocabulary(), questions)
         write_json(tmp / "scenes.json", scenes)
         write_json(tmp / "manifest.json", {
             "task": args.task, "classes": task.classes, "resolution": world.resolution, "splits": counts,
             "provenance": provenance({"render": p, "task": task_params}, seed),
         })
-    write_json(args.metrics or f"data/metrics/render/{args.task}.json", {"images_per_split": {
-        s: c["n"] for s, c in counts.items()}, "class_balance": {s: c["class_counts"] for s, c in counts.items()}})
+    metrics = {"images_per_split": {s: c["n"] for s, c in counts.items()},
+               "class_balance": {s: c["class_counts"] for s, c in counts.items()}}
+    if questions:  # answer balance per family
+        metrics["questions"] = {s: vqa_data.balance(q, counts[s]["n"]) for s, q in questions.items()}
+    write_json(args.metrics or f"data/metrics/render/{args.task}.json", metrics)
     dt = time.perf_counter() - t0
     total = sum(splits.values())
     print(f"rendered {total} images of {args.task} in {dt:.1f} s ({total / dt:.1f} img/s) -> {out}")

@@ -1,5 +1,9 @@
 """DVC stage `train@<task>-<model>`: train a classifier, its checkpoints, random-label model and random-init twin.
 
+`train_vqa@<task>-<model>` (a model from train.vqa_models on a VQA task) trains a question-conditioned model on
+the task's question shards instead, with the same outputs and answer accuracy per question family; it fails
+below train.vqa_min_test_accuracy (task -> number for the overall accuracy, or {all | <family>: number}).
+
 Writes data/models/<task>/<model>/{final, checkpoints/epoch_K, random_labels, random_init}/ (checkpoints:
 model.safetensors + manifest.json), metrics.json and plots/{train,random_labels}/ (dvclive per-epoch curves
 for `dvc plots`).
@@ -26,11 +30,18 @@ from salbench.errors import SalbenchError, cli
 from salbench.io import atomic_dir, provenance, save_shard, write_json
 from salbench.models import (
     Classifier,
+    Questions,
+    QuestionModel,
     TrainConfig,
     accuracy,
+    answer_accuracy,
+    as_question_spec,
     as_spec,
+    below_gates,
     build_model,
+    build_question_model,
     fit,
+    fit_questions,
     random_labels,
     read_manifest,
     save_checkpoint,
@@ -38,8 +49,10 @@ from salbench.models import (
 )
 from salbench.params import ParamsError, check_keys, load_params, section
 from salbench.render import SPLITS, load_manifest, load_split
+from salbench.vqa.dataset import load_questions, load_vocabulary
 
-STAGE_KEYS = ("seed", "device", "tasks", "models", "min_test_accuracy")
+STAGE_KEYS = ("seed", "device", "tasks", "models", "min_test_accuracy", "vqa_tasks", "vqa_models",
+              "vqa_min_test_accuracy")
 
 
 @contextmanager
@@ -75,6 +88,8 @@ def main() -> None:
 
     p = section(load_params(args.params), "train")
     check_keys(p, STAGE_KEYS, "train")
+    if args.model in (p.get("vqa_models") or {}):
+        return train_vqa(args, p)
     models = p.get("models") or {}
     if args.model not in models:
         raise ParamsError(f"unknown model {args.model!r}; train.models has {sorted(models)}")
@@ -87,6 +102,9 @@ def main() -> None:
     min_acc = float(gate[args.task] if isinstance(gate, Mapping) else gate)
 
     data_dir = Path(args.data or f"data/render/{args.task}")
+    if (data_dir / "vqa.json").exists():
+        raise ParamsError(f"task {args.task!r} is a VQA task (questions per image): train it with a question model "
+                          f"from train.vqa_models ({sorted(p.get('vqa_models') or {})}), not {args.model!r}")
     task = load_manifest(data_dir)
     classes, size = list(task["classes"]), int(task["resolution"])
     arrays = {s: load_split(data_dir, s) for s in SPLITS}
@@ -170,6 +188,136 @@ def main() -> None:
         raise SalbenchError(f"train@{args.task}-{args.model}: test accuracy {final_acc['test']:.3f} is below "
                             f"train.min_test_accuracy={min_acc}; train longer (train.models.{args.model}.epochs) "
                             "or make the task easier (tasks.<task>)")
+
+
+def train_vqa(args: argparse.Namespace, p: Mapping[str, Any]) -> None:
+    """The VQA path: question model ``args.model`` (train.vqa_models) on the question shards of ``args.task``."""
+    where = f"train.vqa_models.{args.model}"
+    entry = dict(p["vqa_models"][args.model] or {})
+    spec = as_question_spec(entry.pop("model", None) or {}, f"{where}.model")
+    rl = {"flip": False, **(entry.pop("random_labels", None) or {})}  # flips default to off here
+    n_rl = int(rl.pop("n_train", 0))
+    cfg = TrainConfig.from_params({"flip": False, **entry}, where)
+    rl_cfg = TrainConfig.from_params(rl, f"{where}.random_labels")
+    if cfg.flip or rl_cfg.flip:
+        raise ParamsError(f"{where}: a horizontal flip swaps left and right in the questions; set flip: false "
+                          "(or leave it out)")
+    data_dir = Path(args.data or f"data/render/{args.task}")
+    if not (data_dir / "vqa.json").exists():
+        raise ParamsError(f"task {args.task!r} has no questions ({data_dir}/vqa.json): question models in "
+                          "train.vqa_models train only on VQA tasks (train.vqa_tasks, e.g. vqa-simple)")
+    seed, device = int(p.get("seed", 0)), resolve_device(str(p.get("device", "cpu")))
+    gates_by_task = p.get("vqa_min_test_accuracy") or {}
+    if args.task not in gates_by_task:
+        raise ParamsError(f"train.vqa_min_test_accuracy has no entry for task {args.task!r} (it has "
+                          f"{sorted(gates_by_task)}); add one (a number, or {{all | <family>: number}})")
+    gates = gates_by_task[args.task]
+
+    task, vocab = load_manifest(data_dir), load_vocabulary(data_dir)
+    answers, tokens, families = list(vocab["answers"]), list(vocab["tokens"]), list(vocab["families"])
+    unknown = sorted(set(gates) - {"all", *families}) if isinstance(gates, Mapping) else []
+    if unknown:
+        raise ParamsError(f"train.vqa_min_test_accuracy.{args.task} names {unknown}, not families of the task "
+                          f"({families}) nor 'all'")
+    size = int(task["resolution"])
+    x = {s: torch.from_numpy(load_split(data_dir, s)["images"]) for s in SPLITS}
+    q = {}
+    for s in SPLITS:
+        a = load_questions(data_dir, s)
+        q[s] = Questions(*(torch.from_numpy(a[k]) for k in ("image_index", "tokens", "answer", "family")))
+
+    prov = provenance({"train": {k: p.get(k) for k in ("seed", "device")}, "model": p["vqa_models"][args.model],
+                       "task": args.task, "data": task.get("provenance", {}).get("params_hash")}, seed)
+    base = {"task": args.task, "classes": answers, "tokens": tokens, "families": families,
+            "params_hash": prov["params_hash"], "seed": seed, "versions": prov["versions"], "params": prov["params"]}
+
+    def build() -> QuestionModel:
+        return build_question_model(spec["arch"], len(answers), len(tokens), size, **spec["kwargs"]).to(device)
+
+    def acc(model: QuestionModel, *splits: str) -> dict[str, dict[str, float]]:
+        return {s: answer_accuracy(model, x[s], q[s], families, cfg.eval_batch_size) for s in splits}
+
+    def overall(a: dict[str, dict[str, float]]) -> dict[str, float]:
+        return {s: v["all"] for s, v in a.items()}
+
+    out = Path(args.out or f"data/models/{args.task}/{args.model}")
+    with atomic_dir(out) as tmp:
+        t0 = time.perf_counter()
+        set_deterministic(seed, device)
+        model = build()
+        set_deterministic(seed, device)  # the twin: the same init, never trained
+        twin = build()
+        twin_acc = acc(twin, "test")
+        save_checkpoint(tmp / "random_init", twin, {**base, "kind": "random_init", "epoch": 0,
+                                                    "accuracy": overall(twin_acc), "family_accuracy": twin_acc})
+
+        def on_epoch(epoch: int, stats: dict[str, float], m: QuestionModel) -> None:  # `curves`: the logger below
+            val = acc(m, "val")["val"]
+            stats["val_accuracy"] = val["all"]
+            curves.step = epoch
+            for k in ("loss", "train_accuracy", "val_accuracy"):
+                curves.log_metric(k, stats[k])
+            for fam in families:
+                if fam in val:
+                    curves.log_metric(f"val_accuracy_{fam}", val[fam])
+            print(f"[{args.model}] epoch {epoch}: loss {stats['loss']:.3f} train {stats['train_accuracy']:.3f} "
+                  f"val {val['all']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if epoch in cfg.checkpoint_epochs:
+                a = acc(m, "val", "test")
+                save_checkpoint(tmp / "checkpoints" / f"epoch_{epoch}", m,
+                                {**base, "kind": "intermediate", "epoch": epoch, "accuracy": overall(a),
+                                 "family_accuracy": a})
+
+        with live(tmp / "plots" / "train") as curves:
+            history = fit_questions(model, x["train"], q["train"], cfg, seed, on_epoch)
+        final_acc = acc(model, *SPLITS)
+        save_checkpoint(tmp / "final", model, {**base, "kind": "final", "epoch": len(history),
+                                               "accuracy": overall(final_acc), "family_accuracy": final_acc})
+        t_model = time.perf_counter() - t0
+
+        # Data randomisation: the same architecture and init, trained on permuted answers of a question subset.
+        set_deterministic(seed, device)
+        rl_model = build()
+        idx, perm = random_labels(q["train"].answer, n_rl, seed + 1)
+        rl_questions = q["train"].subset(idx, perm)
+
+        def on_rl_epoch(epoch: int, stats: dict[str, float], m: QuestionModel) -> None:
+            rl_curves.step = epoch
+            for k in ("loss", "fit_accuracy"):
+                if k in stats:
+                    rl_curves.log_metric(k, stats[k])
+
+        with live(tmp / "plots" / "random_labels") as rl_curves:
+            rl_history = fit_questions(rl_model, x["train"], rl_questions, rl_cfg, seed, on_rl_epoch)
+        rl_fit = answer_accuracy(rl_model, x["train"], rl_questions, [], cfg.eval_batch_size)["all"]
+        rl_acc = {"train_permuted": rl_fit, **overall(acc(rl_model, "test"))}
+        save_checkpoint(tmp / "random_labels", rl_model,
+                        {**base, "kind": "random_labels", "epoch": len(rl_history), "accuracy": rl_acc,
+                         "n_train": len(idx)})
+        save_shard(tmp / "random_labels" / "labels.safetensors",
+                   {"index": idx.numpy(), "label": perm.numpy(), "true_label": q["train"].answer[idx].numpy()})
+
+        failed = below_gates(final_acc["test"], gates)
+        summary = {
+            "test_accuracy": final_acc["test"]["all"], "val_accuracy": final_acc["val"]["all"],
+            "train_accuracy": final_acc["train"]["all"],
+            "test_accuracy_per_family": {k: v for k, v in final_acc["test"].items() if k != "all"},
+            "val_accuracy_per_family": {k: v for k, v in final_acc["val"].items() if k != "all"},
+            "questions": {s: len(q[s]) for s in SPLITS},
+            "epochs": len(history), "min_test_accuracy": gates, "passed": not failed,
+            "random_init_test_accuracy": twin_acc["test"]["all"],
+            "random_labels_train_accuracy": rl_acc["train_permuted"], "random_labels_test_accuracy": rl_acc["test"],
+            "random_labels_epochs": len(rl_history), "random_labels_n_train": len(idx),
+            "seconds_model": round(t_model, 1), "seconds_total": round(time.perf_counter() - t0, 1),
+        }
+        write_json(tmp / "metrics.json", summary)
+        print(f"[{args.model}] {summary}")
+
+    if failed:
+        below = ", ".join(f"{k} {a:.3f} < {g}" for k, (a, g) in failed.items())
+        raise SalbenchError(f"train_vqa@{args.task}-{args.model}: test answer accuracy below "
+                            f"train.vqa_min_test_accuracy.{args.task} ({below}); train longer "
+                            f"(train.vqa_models.{args.model}.epochs) or lower the gate")
 
 
 if __name__ == "__main__":

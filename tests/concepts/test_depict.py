@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from salbench.concepts import (Plan, concept_matrix, evaluate_generator, object_concepts, ranking, report,
                                saliency_scores, train_concept_classifier, true_importance)

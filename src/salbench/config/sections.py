@@ -104,8 +104,22 @@ class PresenceTask(Section):
     presence: Fraction = 0.5
 
 
+class VQATask(Section):
+    """tasks.vqa-simple / tasks.vqa-complex: questions per scene (salbench.vqa.QuestionGenerator); the family
+    names are checked when the task is built."""
+
+    questions_per_image: PosInt = 5
+    families: list[str] | None = None
+    margin: NonNegFloat = 0.2
+    separation: NonNegFloat = 0.4
+    seed: int = 0
+    tries: PosInt = 4
+    reset_every: PosInt = 250
+
+
 # tasks.<name> params per registered task (salbench.render.TASKS)
-TASK_PARAMS: dict[str, type[Section]] = {"unique-query": UniqueQueryTask, "presence": PresenceTask}
+TASK_PARAMS: dict[str, type[Section]] = {"unique-query": UniqueQueryTask, "presence": PresenceTask,
+                                         "vqa-simple": VQATask, "vqa-complex": VQATask}
 
 
 # ---- train --------------------------------------------------------------------------------------------------------
@@ -154,6 +168,9 @@ class Train(Section):
     tasks: list[str] = []
     min_test_accuracy: Fraction | dict[str, Fraction] = 0.0
     models: dict[str, TrainModel | None] = {}
+    vqa_tasks: list[str] = []  # question-conditioned models (stage train_vqa)
+    vqa_min_test_accuracy: dict[str, Fraction | dict[str, Fraction]] = {}
+    vqa_models: dict[str, TrainModel | None] = {}
 
 
 # ---- concepts (DEPICT) ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Manifest keys: ``arch``, ``kwargs`` (rebuild the network), ``family`` ("cnn" | "vit"), ``task``,
 ``classes``, ``input_size``, ``mean``, ``std`` (normalisation applied inside the model),
 ``accuracy`` (split -> float), ``params_hash``, ``seed``, ``versions``, and whatever else the caller adds.
-The weights carry a sha256 in their header (salbench.io), checked on every load.
+The weights carry a sha256 in their header (salbench.io), checked on every load. A question-conditioned
+model's manifest also has ``tokens`` (its vocabulary; ``classes`` are the answers).
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from ..io import atomic_dir, corrupt, read_json, read_safetensors, write_json, write_safetensors
+from .question import QuestionModel, build_question_model
 from .zoo import Classifier, ModelSpecError, build_model
 
 WEIGHTS = "model.safetensors"
 CALLER_KEYS = ("task", "classes", "accuracy", "params_hash", "seed", "versions")
 
 
-def save_checkpoint(path: str | Path, model: Classifier, manifest: Mapping[str, Any]) -> None:
+def save_checkpoint(path: str | Path, model: Classifier | QuestionModel, manifest: Mapping[str, Any]) -> None:
     """Write ``model`` and ``manifest`` (plus the model's arch, kwargs, family, input_size, mean, std) atomically."""
     missing = [k for k in CALLER_KEYS if k not in manifest]
     if missing:
@@ -85,12 +87,17 @@ def load_state(path: str | Path, num_classes: int, input_size: int, arch: str | 
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", stage: str | None = None
-                    ) -> tuple[Classifier, dict[str, Any]]:
-    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`;
-    a missing or damaged file names ``stage`` (default :func:`train_stage`)."""
+                    ) -> tuple[Classifier | QuestionModel, dict[str, Any]]:
+    """(model in eval mode on ``device``, manifest) from a checkpoint dir written by :func:`save_checkpoint`
+    (a :class:`QuestionModel` when the manifest has ``tokens``); a missing or damaged file names ``stage``
+    (default :func:`train_stage`)."""
     manifest = read_manifest(path, stage)
     spec = {"arch": manifest["arch"], "kwargs": manifest["kwargs"], "mean": manifest["mean"], "std": manifest["std"]}
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the caller's seeded RNG
-        model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
+        if "tokens" in manifest:
+            model = build_question_model(manifest["arch"], len(manifest["classes"]), len(manifest["tokens"]),
+                                         int(manifest["input_size"]), **manifest["kwargs"])
+        else:
+            model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
     model.load_state_dict(read_weights(path, stage))
     return model.to(device).eval(), manifest

@@ -205,3 +205,49 @@ class Presence:
 def build_task(name: str, world: World, params: Mapping[str, Any]) -> Task:
     """Instantiate the task registered as ``name`` from its params section (may be empty)."""
     return TASKS.get(name)(world, params or {})
+
+
+class _VQA:
+    """Scenes of uniformly random objects, each with several questions (salbench.vqa, SPEC.md §6).
+
+    The image label is a constant (one class, 'scene'; gt_mask = every object): the labels and
+    ground truths that matter are per question, written by ``questions`` to ``<split>_questions``.
+    """
+
+    kind = ""
+
+    def __init__(self, world: World, p: Mapping[str, Any]) -> None:
+        from ..vqa import QuestionGenerator  # lazy: salbench.vqa imports salbench.render
+
+        self.name, self.world = f"vqa-{self.kind}", world
+        self.generator = QuestionGenerator(world, self.kind, p, where=f"tasks.vqa-{self.kind}")
+        self.classes = ["scene"]
+        self._combos = _combos(world)
+
+    def sample_objects(self, rng: np.random.Generator, label: int, split: str) -> list[dict]:
+        n = _n_objects(rng, self.world, 1)
+        return [dict(self._combos[i]) for i in rng.integers(len(self._combos), size=n)]
+
+    def label(self, record: Mapping[str, Any]) -> int:
+        return 0
+
+    def relevant(self, record: Mapping[str, Any]) -> list[int]:
+        return list(range(len(record["objects"])))
+
+    def questions(self, records: list[Mapping[str, Any]], split: str) -> Any:
+        """A salbench.vqa.QuestionSet for a split's scene records (in image order)."""
+        return self.generator.generate(records, split)
+
+
+@TASKS.register("vqa-simple")
+class VQASimple(_VQA):
+    """CLEVR-XAI-simple: 'What <attribute> is the <size> <colour> <material> <shape>?'."""
+
+    kind = "simple"
+
+
+@TASKS.register("vqa-complex")
+class VQAComplex(_VQA):
+    """CLEVR 1.0 families covering every program node kind (relations, same-attribute, and/or, comparisons)."""
+
+    kind = "complex"

@@ -1,0 +1,57 @@
+"""Question generation throughput: questions/s on one core for vqa-simple and vqa-complex.
+
+Scene records are sampled without rendering (questions need only attributes, positions and the
+camera); the timed part is everything `render@vqa-*` does per split after rendering: relations,
+sampling, execution, answer balancing, ground truths and encoding to arrays.
+
+    python benchmarks/questions.py --scenes 2000
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from salbench.params import load_params
+from salbench.render import World
+from salbench.render.scene import build_record
+from salbench.render.tasks import _combos
+from salbench.vqa import QuestionGenerator
+
+
+def records(world: World, n: int, seed: int = 0) -> list[dict]:
+    rng, combos, out = np.random.default_rng(seed), _combos(world), []
+    while len(out) < n:
+        k = int(rng.integers(world.min_objects, world.max_objects + 1))
+        rec = build_record(rng, world, [dict(combos[j]) for j in rng.integers(len(combos), size=k)])
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    world = World.from_params({k: v for k, v in params["render"].items() if k in World.__dataclass_fields__})
+    recs = records(world, args.scenes)
+    print(f"{args.scenes} scenes of {world.min_objects}-{world.max_objects} objects, 1 process (1 core)")
+    print(f"{'task':12s} {'questions':>9s} {'per scene':>9s} {'questions/s':>12s}")
+    for kind in ("simple", "complex"):
+        gen = QuestionGenerator(world, kind, params["tasks"][f"vqa-{kind}"])
+        best = np.inf
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            qs = gen.generate(recs, "train")
+            best = min(best, time.perf_counter() - t0)
+        n = len(qs.texts)
+        print(f"vqa-{kind:8s} {n:9d} {n / args.scenes:9.2f} {n / best:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Seeded, deterministic training and evaluation of question-conditioned models (see .question).
+
+A VQA split is the rendered images (uint8 N×H×W×3, kept on the model's device) and its questions: int64
+``image_index`` Q (which image), ``tokens`` Q×L and ``answer`` Q (salbench.vqa.dataset). Batches sample
+questions; each batch gathers its images, converts them to [0, 1] and augments them (random translations
+only: a horizontal flip would swap left and right in the relation questions). Randomness comes from one
+CPU ``torch.Generator`` seeded by the caller, as in :func:`salbench.models.training.fit`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+
+from .question import QuestionModel
+from .training import TrainConfig, _schedule, augment
+from .zoo import to_unit
+
+QuestionHook = Callable[[int, dict[str, float], QuestionModel], None]
+
+
+@dataclass(frozen=True)
+class Questions:
+    """The questions of one split: ``image_index`` Q, ``tokens`` Q×L, ``answer`` Q, ``family`` Q (int64)."""
+
+    image_index: torch.Tensor
+    tokens: torch.Tensor
+    answer: torch.Tensor
+    family: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.answer)
+
+    def subset(self, idx: torch.Tensor, answer: torch.Tensor | None = None) -> Questions:
+        """The questions at ``idx``, with ``answer`` in place of theirs when given."""
+        return Questions(self.image_index[idx], self.tokens[idx], self.answer[idx] if answer is None else answer,
+                         self.family[idx])
+
+
+@torch.no_grad()
+def predict_answers(model: QuestionModel, images: torch.Tensor, questions: Questions,
+                    batch_size: int = 250) -> torch.Tensor:
+    """Answer logits Q×A of the questions about uint8 N×H×W×3 ``images``, in eval mode, on the CPU."""
+    device = model.mean.device
+    was_training = model.training
+    model.eval()
+    out = torch.cat([
+        model(to_unit(images[questions.image_index[i:i + batch_size]].to(device)),
+              questions.tokens[i:i + batch_size].to(device)).cpu()
+        for i in range(0, len(questions), batch_size)
+    ]) if len(questions) else torch.zeros(0, model.num_answers)
+    model.train(was_training)
+    return out
+
+
+def answer_accuracy(model: QuestionModel, images: torch.Tensor, questions: Questions, families: list[str],
+                    batch_size: int = 250) -> dict[str, float]:
+    """Answer accuracy overall (key ``all``) and per question family (families with no question left out)."""
+    hits = (predict_answers(model, images, questions, batch_size).argmax(1) == questions.answer.cpu()).float()
+    fam = questions.family.cpu()
+    out = {"all": hits.mean().item() if len(hits) else 0.0}
+    for k, name in enumerate(families):
+        sel = fam == k
+        if sel.any():
+            out[name] = hits[sel].mean().item()
+    return out
+
+
+def fit_questions(model: QuestionModel, images: torch.Tensor, questions: Questions, cfg: TrainConfig, seed: int,
+                  on_epoch: QuestionHook | None = None) -> list[dict[str, float]]:
+    """Train ``model`` in place on the questions about uint8 N×H×W×3 ``images``; return per-epoch stats.
+
+    Softmax cross-entropy on the answers (label smoothing as ``cfg`` says). Stats per epoch: ``epoch``,
+    ``loss`` and ``train_accuracy`` (running, on augmented batches), and ``fit_accuracy`` (un-augmented
+    answer accuracy on these questions) when ``cfg.stop_at_train_accuracy`` is set; ``on_epoch(epoch,
+    stats, model)`` may add entries. ``cfg.flip`` must be off (flips swap left and right).
+    """
+    if cfg.flip:
+        raise ValueError("horizontal flips swap left and right in the relation questions; train with flip: false")
+    device = model.mean.device
+    gen = torch.Generator().manual_seed(seed)
+    images = images.to(device)
+    n = len(questions)
+    bs = min(cfg.batch_size, n)
+    steps = n // bs  # drop the ragged last batch: BatchNorm needs more than one sample
+    opt = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs)
+        loss_sum, correct = torch.zeros(()), torch.zeros(())
+        for idx in order:
+            x = augment(to_unit(images[questions.image_index[idx].to(device)]), gen, False, cfg.shift)
+            target = questions.answer[idx].to(device)
+            logits = model(x, questions.tokens[idx].to(device))
+            loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach().cpu() * bs
+            correct += (logits.detach().argmax(1) == target).sum().cpu()
+        seen = steps * bs
+        stats = {"epoch": epoch, "loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
+        if cfg.stop_at_train_accuracy:
+            stats["fit_accuracy"] = answer_accuracy(model, images, questions, [], cfg.eval_batch_size)["all"]
+        if on_epoch is not None:
+            on_epoch(epoch, stats, model)
+        history.append(stats)
+        if cfg.stop_at_train_accuracy and stats["fit_accuracy"] >= cfg.stop_at_train_accuracy:
+            break
+    model.eval()
+    return history
+
+
+def below_gates(acc: Mapping[str, float], gates: float | Mapping[str, float]) -> dict[str, tuple[float, float]]:
+    """The accuracies below their gate: ``{key: (accuracy, gate)}``. ``gates``: a number (for ``all``, the
+    overall accuracy) or ``{all | <family>: number}``; a family without questions in ``acc`` fails its gate."""
+    gates = {"all": gates} if isinstance(gates, (int, float)) else gates
+    return {k: (acc.get(k, 0.0), float(g)) for k, g in gates.items() if acc.get(k, 0.0) < g}
