@@ -65,7 +65,7 @@ class Render(Section):
     seed: int = 0
     resolution: Annotated[int, Ge(32)] = 128
     splits: Splits
-    tasks: Annotated[list[str], names(TASKS)] = []
+    tasks: Annotated[list[str], names(TASKS)] = []  # rendered tasks; image folders are under `folders`
     workers: PosInt = 1
     preview: NonNegInt = 16
     min_objects: PosInt = 3
@@ -106,6 +106,17 @@ class PresenceTask(Section):
 
 # tasks.<name> params per registered task (salbench.render.TASKS)
 TASK_PARAMS: dict[str, type[Section]] = {"unique-query": UniqueQueryTask, "presence": PresenceTask}
+
+
+class FolderTask(Section):
+    """folders.<task>: an image folder imported as a task (salbench.data.FolderSpec; stage import@<task>)."""
+
+    root: str  # a folder (must exist); csv and masks are relative to it
+    csv: str | None = None  # columns path,label[,split][,mask][,<concepts>...]
+    masks: str | None = None  # a folder under root with <image's relative path>.png masks
+    image_size: Annotated[int, Ge(8)] | None = None  # resize every image to this square size
+    classes: Annotated[list[str], MinLen(2)] | None = None  # class order (the model's outputs); default sorted
+    concepts: list[str] = []  # CSV columns of concept labels (DEPICT)
 
 
 # ---- train --------------------------------------------------------------------------------------------------------
@@ -289,6 +300,7 @@ class Params(Section):
 
     render: Render | None = None
     tasks: dict[str, dict[str, Any] | None] | None = None
+    folders: dict[str, FolderTask] | None = None
     train: Train | None = None
     concepts: Concepts | None = None
     attribute: Attribute | None = None

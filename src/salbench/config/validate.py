@@ -32,7 +32,7 @@ from . import sections as S
 from .declare import Param, params_model, signature_params, unknown_name
 
 # Sections each stage reads (they must be present); every other section is checked when present.
-STAGE_SECTIONS = {"render": ("render", "tasks"), "train": ("train",), "attribute": ("attribute",),
+STAGE_SECTIONS = {"render": ("render", "tasks"), "import": ("folders",), "train": ("train",), "attribute": ("attribute",),
                   "evaluate": ("evaluate", "attribute"), "generate": ("concepts",), "permutation": ("concepts",),
                   "plot": ("plot", "attribute", "train")}
 # The section whose `device` a stage uses.
@@ -394,9 +394,21 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
     if p.render and p.tasks is not None:
         _names_in(p.render.tasks, p.tasks, "render.tasks", "defined under tasks", errors)
 
+    for name, f in (p.folders or {}).items():
+        root = Path(f.root)
+        if name in (p.render.tasks if p.render else []):
+            errors.append(f"folders.{name}: {name!r} is also in render.tasks; give the imported task another name")
+        if not root.is_dir():
+            errors.append(f"folders.{name}.root: no folder {f.root!r}")
+        for key, want in (("csv", Path.is_file), ("masks", Path.is_dir)):
+            if getattr(f, key) and root.is_dir() and not want(root / getattr(f, key)):
+                errors.append(f"folders.{name}.{key}: no {'file' if key == 'csv' else 'folder'} "
+                              f"{str(root / getattr(f, key))!r}")
+
     if p.train:
         if _given(p.render, "tasks"):
-            _names_in(p.train.tasks, p.render.tasks, "train.tasks", "in render.tasks", errors)
+            _names_in(p.train.tasks, [*p.render.tasks, *(p.folders or {})], "train.tasks",
+                      "in render.tasks or folders", errors)
         if isinstance(p.train.min_test_accuracy, dict):
             for t in p.train.tasks:
                 if t not in p.train.min_test_accuracy:
@@ -488,6 +500,8 @@ def _stage_checks(p: S.Params, params: Mapping[str, Any], stage: str, task: str 
         spec = m.model
         if isinstance(spec, S.ModelSpec) and spec.checkpoint and not Path(spec.checkpoint).is_dir():
             errors.append(f"train.models.{model}.model.checkpoint: no checkpoint directory {spec.checkpoint!r}")
+    if stage == "import" and task is not None and task not in (p.folders or {}):
+        errors.append(f"--task {task}: {_unknown(task, p.folders or {}, 'task')} (folders)")
     if stage == "generate" and generator is not None and generator not in S.GENERATORS:
         errors.append(f"--generator {generator}: {_unknown(generator, S.GENERATORS, 'generator')}")
 
