@@ -59,7 +59,7 @@ def main() -> None:
     model_dir = Path(args.models) / args.task / args.model
     models = load_models(model_dir, device, f"train@{args.task}-{args.model}")
     data_dir = Path(args.data or f"data/render/{args.task}")
-    if not load_manifest(data_dir).get("has_masks", True):  # an image folder imported without masks
+    if (data_dir / "manifest.json").is_file() and not load_manifest(data_dir).get("has_masks", True):  # an image folder imported without masks
         config, skipped = without_gt_metrics(config)
         if skipped:
             print(f"[evaluate {name}] note: task {args.task} has no GT masks (folders.{args.task}.masks): skipping "

@@ -189,7 +189,7 @@ def load_items(spec: FolderSpec, items: list[Item], classes: list[str], size: in
             if it.mask is not None:
                 arrays["gt_mask"][k] = _read(spec.root / it.mask, size, mask=True)
         if spec.concepts:
-            arrays["concepts"] = np.array([i.concepts for i in its], dtype=np.float32).reshape(len(its), -1)
+            arrays["concepts"] = np.array([i.concepts for i in its], np.float32).reshape(len(its), len(spec.concepts))
         out[split] = arrays
     return out
 
