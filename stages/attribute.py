@@ -28,6 +28,7 @@ from salbench.device import resolve_device
 from salbench.errors import cli
 from salbench.io import file_hash
 from salbench.models import load_checkpoint, preprocess
+from salbench.models.external import check_hooks
 from salbench.params import check_keys, load_params, section
 from salbench.render import load_split
 
@@ -77,6 +78,7 @@ def main() -> None:
         else:
             todo[name] = (method, params, layer, call, explained, used)
 
+    check_hooks(model, {name: (p.get("methods") or {})[name] for name in todo})  # TorchScript: no module hooks
     t0 = time.perf_counter()
     # one shared-pass batch per distinct call targets (entries with their own `explain` get the true labels)
     groups: dict[bytes, list[str]] = {}

@@ -27,3 +27,11 @@ def write_task(task_dir: Path) -> Path:
         save_shard(task_dir / f"{split}.safetensors", fake_split(n, i))
     write_json(task_dir / "manifest.json", {"task": task_dir.name, "classes": CLASSES, "resolution": SIZE})
     return task_dir
+
+
+def tiny_cnn(num_classes: int = 3, width: int = 4):
+    """An entry point (``data_helpers:tiny_cnn``) returning a plain nn.Module: conv-ReLU-conv-ReLU-pool-linear."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))

@@ -73,7 +73,8 @@ def _copy(folder: Path, dst: Path) -> Path:
 
 def _break(kind: str, root: Path) -> tuple[dict, str]:
     """Damage a copy of the export; returns (folder params, the file the error must name)."""
-    rows = list(csv.reader(open(root / "labels.csv")))
+    with open(root / "labels.csv") as f:
+        rows = list(csv.reader(f))
     victim = rows[5][0]
     if kind == "missing label":
         rows[5][1] = ""
@@ -117,7 +118,7 @@ def test_import_stage_prints_error_and_exits_2(exported, tmp_path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"folders": {"t": {"root": str(root), **how}}}))
     cmd = [sys.executable, str(ROOT / "stages" / "import.py"), "--task", "t", "--params",
            str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and culprit in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 

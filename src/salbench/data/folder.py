@@ -11,7 +11,8 @@ Sources, under ``root`` (params.yaml ``folders.<task>``):
 GT masks: a ``mask`` CSV column, or ``masks`` (a folder under root holding ``<same relative path>.png``); any
 non-zero pixel is in the mask; a mask must have its image's size. Without masks ``gt_mask`` is all False and
 the manifest says ``has_masks: false`` (evaluate then skips the GT metrics). Images are RGB uint8; all must
-share one square size unless ``image_size`` is given (then images are resized bilinearly, masks by nearest).
+share one square size unless ``image_size`` is given (then images are resized with ``interpolation``, default
+bilinear, masks by nearest; the manifest records it, and an external model must state the same).
 Every file is checked (label, size, readable) before any array is built: a bad one raises naming the file.
 """
 from __future__ import annotations
@@ -45,11 +46,13 @@ class FolderSpec:
     image_size: int | None = None
     classes: tuple[str, ...] | None = None
     concepts: tuple[str, ...] = ()
+    interpolation: str = "bilinear"
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> FolderSpec:
         return cls(Path(p["root"]), p.get("csv"), p.get("masks"), p.get("image_size"),
-                   tuple(p["classes"]) if p.get("classes") else None, tuple(p.get("concepts") or ()))
+                   tuple(p["classes"]) if p.get("classes") else None, tuple(p.get("concepts") or ()),
+                   p.get("interpolation", "bilinear"))
 
 
 @dataclass(frozen=True)
@@ -158,14 +161,14 @@ def _size(path: Path, what: str) -> tuple[int, int]:
         raise FolderError(f"{path}: unreadable {what} ({e}); replace or remove it") from None
 
 
-def _read(path: Path, size: int, mask: bool) -> np.ndarray:
+def _read(path: Path, size: int, mask: bool, interpolation: str = "bilinear") -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("L" if mask else "RGB")
             if im.size != (size, size):
-                im = im.resize((size, size), Image.NEAREST if mask else Image.BILINEAR)
+                im = im.resize((size, size), Image.NEAREST if mask else getattr(Image, interpolation.upper()))
             a = np.asarray(im)
     except OSError as e:
         raise FolderError(f"{path}: unreadable ({e}); replace or remove it") from None
@@ -185,7 +188,7 @@ def load_items(spec: FolderSpec, items: list[Item], classes: list[str], size: in
             "gt_mask": np.zeros((len(its), size, size), bool),
         }
         for k, it in enumerate(its):
-            arrays["images"][k] = _read(spec.root / it.path, size, mask=False)
+            arrays["images"][k] = _read(spec.root / it.path, size, mask=False, interpolation=spec.interpolation)
             if it.mask is not None:
                 arrays["gt_mask"][k] = _read(spec.root / it.mask, size, mask=True)
         if spec.concepts:
@@ -203,7 +206,8 @@ def import_folder(task: str, spec: FolderSpec, out: str | Path, params: Mapping[
     counts = {s: {"n": len(a["label"]), "class_counts": dict(zip(classes, np.bincount(
         a["label"], minlength=len(classes)).tolist()))} for s, a in splits.items()}
     manifest = {"task": task, "classes": classes, "resolution": size, "splits": counts, "source": "folder",
-                "has_masks": has_masks, "concepts": list(spec.concepts), "provenance": provenance({"folder": params})}
+                "has_masks": has_masks, "concepts": list(spec.concepts),
+                "interpolation": spec.interpolation if spec.image_size else None, "provenance": provenance({"folder": params})}
     with atomic_dir(out) as tmp:
         for split, arrays in splits.items():
             save_shard(tmp / f"{split}.safetensors", arrays)

@@ -91,6 +91,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", stage:
     manifest = read_manifest(path, stage)
     spec = {"arch": manifest["arch"], "kwargs": manifest["kwargs"], "mean": manifest["mean"], "std": manifest["std"]}
     with torch.random.fork_rng(devices=[]):  # the throwaway init must not shift the caller's seeded RNG
-        model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
+        if manifest.get("external"):  # an entry-point or TorchScript model (salbench.models.external)
+            from .external import rebuild
+
+            model = rebuild(Path(path), manifest)
+        else:
+            model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
     model.load_state_dict(read_weights(path, stage))
     return model.to(device).eval(), manifest
