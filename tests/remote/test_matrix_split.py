@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_s3_roundtrip import BUCKET, KEY, SECRET, s3_server  # noqa: F401  (the fixture)
-
 from helpers import TINY_PIPELINE, run
+from test_s3_roundtrip import BUCKET, KEY, SECRET, s3_server  # noqa: F401  (the fixture)
 
 DVC = [sys.executable, "-m", "dvc"]
 GIT = ["git", "-c", "user.name=salbench", "-c", "user.email=salbench@localhost"]
