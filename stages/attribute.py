@@ -28,6 +28,7 @@ from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.io import file_hash
 from salbench.models import load_checkpoint
+from salbench.models.external import check_hooks
 from salbench.params import check_keys, load_params, section
 from salbench.render.dataset import SplitReader
 
@@ -60,6 +61,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     methods = p.get("methods") or {}
 
+    check_hooks(model, methods)  # TorchScript: no module hooks
     t0 = time.perf_counter()
     stats = attribute_split(model, manifest, reader, methods, out, model_hash=file_hash(checkpoint / "model.safetensors"),
                             seed=seed, explain=str(p.get("explain", "predicted")), batch_size=batch_size,

@@ -25,11 +25,12 @@ from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.evaluate import EvalData, evaluate, parse_config
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
+from salbench.evaluate.gt import without_gt_metrics
 from salbench.evaluate.suite import flat_perturbation
 from salbench.io import atomic_dir
 from salbench.models import preprocess
 from salbench.params import load_params, section
-from salbench.render import load_split
+from salbench.render import load_manifest, load_split
 
 
 @cli
@@ -58,8 +59,13 @@ def main() -> None:
 
     model_dir = Path(args.models) / args.task / args.model
     models = load_models(model_dir, device, f"train@{args.task}-{args.model}")
-    split = load_split(Path(args.data or f"data/render/{args.task}"), str(attribute.get("split", "test")),
-                       keys=("images", "label", "gt_mask"))
+    data_dir = Path(args.data or f"data/render/{args.task}")
+    if (data_dir / "manifest.json").is_file() and not load_manifest(data_dir).get("has_masks", True):
+        config, skipped = without_gt_metrics(config)  # an image folder imported without masks
+        if skipped:
+            print(f"[evaluate {name}] note: task {args.task} has no GT masks (folders.{args.task}.masks): skipping "
+                  f"{', '.join(skipped)}; the other metrics run", file=sys.stderr)
+    split = load_split(data_dir, str(attribute.get("split", "test")), keys=("images", "label", "gt_mask"))
     images = preprocess(split["images"], {"input_size": models.model.input_size}).to(device)
     labels = torch.from_numpy(split["label"]).long().to(device)
     targets = select_targets(models.model, images, labels, str(attribute.get("explain", "predicted")),

@@ -47,6 +47,7 @@ from salbench.models import (
     save_checkpoint,
     set_deterministic,
 )
+from salbench.models.external import build_external, package
 from salbench.params import ParamsError, check_keys, load_params, section
 from salbench.render import SPLITS, load_manifest, load_split
 from salbench.vqa.dataset import load_questions, load_vocabulary
@@ -76,6 +77,75 @@ def split_config(p: Mapping[str, Any], where: str) -> tuple[dict[str, Any], Trai
     return spec, TrainConfig.from_params(p, where), TrainConfig.from_params(rl, f"{where}.random_labels"), n_rl
 
 
+def package_external(args: argparse.Namespace, entry: Mapping[str, Any], task: Mapping[str, Any],
+                     x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], seed: int, device: torch.device,
+                     min_acc: float) -> None:
+    """`source: checkpoint` (salbench.models.external): final = the given model, random_init = its
+    re-initialised twin, random_labels = that twin trained on permuted labels (train split, or the test split
+    when the folder has no train images), checkpoints/ empty; the same files as a trained model."""
+    classes, where = list(task["classes"]), f"train.models.{args.model}"
+    if int(entry["input_size"]) != int(task["resolution"]):
+        raise ParamsError(f"{where}.input_size is {entry['input_size']} but task {args.task} has "
+                          f"{task['resolution']} px images; import it with folders.{args.task}.image_size: "
+                          f"{entry['input_size']}")
+    if task.get("interpolation") and task["interpolation"] != entry.get("interpolation", "bilinear"):
+        raise ParamsError(f"{where}.interpolation is {entry.get('interpolation', 'bilinear')!r} but task "
+                          f"{args.task} was resized with {task['interpolation']!r}; make them the same")
+    rl = dict(entry.get("random_labels") or {})
+    n_rl, rl_cfg = int(rl.pop("n_train", 0)), TrainConfig.from_params(rl, f"{where}.random_labels")
+    prov = provenance({"model": entry, "task": args.task, "data": task.get("provenance", {}).get("params_hash")}, seed)
+    base = {"task": args.task, "classes": classes, "params_hash": prov["params_hash"], "seed": seed,
+            "versions": prov["versions"], "params": prov["params"]}
+    splits = [s for s in SPLITS if len(y[s])]
+
+    def acc(model: Classifier, *names: str) -> dict[str, float]:
+        return {s: accuracy(model, x[s], y[s], rl_cfg.eval_batch_size) for s in names}
+
+    out = Path(args.out or f"data/models/{args.task}/{args.model}")
+    with atomic_dir(out) as tmp:
+        t0 = time.perf_counter()
+        model = build_external(entry, len(classes)).to(device)
+        final_acc = acc(model, *splits)
+        package(entry, model, tmp / "final", {**base, "kind": "final", "epoch": 0, "accuracy": final_acc})
+        (tmp / "checkpoints").mkdir()
+        set_deterministic(seed, device)
+        twin = build_external(entry, len(classes), weights=False).to(device)
+        package(entry, twin, tmp / "random_init", {**base, "kind": "random_init", "epoch": 0,
+                                                   "accuracy": acc(twin, "test")})
+        rl_split = "train" if len(y["train"]) else "test"
+        set_deterministic(seed, device)
+        rl_model = build_external(entry, len(classes), weights=False).to(device)
+        idx, perm = random_labels(y[rl_split], n_rl, seed + 1)
+        with live(tmp / "plots" / "random_labels") as rl_curves:
+            def on_rl_epoch(epoch: int, stats: dict[str, float], m: Classifier) -> None:
+                rl_curves.step = epoch
+                for k in ("loss", "fit_accuracy"):
+                    if k in stats:
+                        rl_curves.log_metric(k, stats[k])
+
+            rl_history = fit(rl_model, x[rl_split][idx], perm, rl_cfg, seed, on_rl_epoch)
+        rl_acc = {"train_permuted": accuracy(rl_model, x[rl_split][idx], perm, rl_cfg.eval_batch_size),
+                  **acc(rl_model, "test")}
+        package(entry, rl_model, tmp / "random_labels", {**base, "kind": "random_labels", "epoch": len(rl_history),
+                                                         "accuracy": rl_acc, "n_train": len(idx), "split": rl_split})
+        save_shard(tmp / "random_labels" / "labels.safetensors",
+                   {"index": idx.numpy(), "label": perm.numpy(), "true_label": y[rl_split][idx].numpy()})
+        (tmp / "plots" / "train").mkdir(parents=True)
+        summary = {
+            "source": "checkpoint", "test_accuracy": final_acc["test"], "min_test_accuracy": min_acc,
+            "passed": final_acc["test"] >= min_acc, **{f"{s}_accuracy": final_acc[s] for s in splits},
+            "random_labels_split": rl_split, "random_labels_train_accuracy": rl_acc["train_permuted"],
+            "random_labels_test_accuracy": rl_acc["test"], "random_labels_epochs": len(rl_history),
+            "random_labels_n_train": len(idx), "seconds_total": round(time.perf_counter() - t0, 1),
+        }
+        write_json(tmp / "metrics.json", summary)
+        print(f"[{args.model}] packaged from a checkpoint: {summary}")
+    if not summary["passed"]:
+        raise SalbenchError(f"train@{args.task}-{args.model}: the given model's test accuracy {final_acc['test']:.3f} "
+                            f"is below train.min_test_accuracy={min_acc}: check its classes order "
+                            f"(folders.{args.task}.classes) and preprocessing (input_size, mean, std)")
+
+
 @cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -93,7 +163,10 @@ def main() -> None:
     models = p.get("models") or {}
     if args.model not in models:
         raise ParamsError(f"unknown model {args.model!r}; train.models has {sorted(models)}")
-    spec, cfg, rl_cfg, n_rl = split_config(models[args.model], f"train.models.{args.model}")
+    entry = models[args.model] or {}
+    external = entry.get("source") == "checkpoint"  # packaged from a local checkpoint, not trained
+    if not external:
+        spec, cfg, rl_cfg, n_rl = split_config(entry, f"train.models.{args.model}")
     seed, device = int(p.get("seed", 0)), resolve_device(str(p.get("device", "cpu")))
     gate = p.get("min_test_accuracy", 0.0)
     if isinstance(gate, Mapping) and args.task not in gate:
@@ -110,6 +183,8 @@ def main() -> None:
     arrays = {s: load_split(data_dir, s) for s in SPLITS}
     x = {s: torch.from_numpy(a["images"]) for s, a in arrays.items()}
     y = {s: torch.from_numpy(a["label"]) for s, a in arrays.items()}
+    if external:
+        return package_external(args, entry, task, x, y, seed, device, min_acc)
     if spec.get("checkpoint") and (saved := read_manifest(spec["checkpoint"])["classes"]) != classes:
         raise ParamsError(f"checkpoint {spec['checkpoint']} was trained on classes {saved}, but task {args.task} "
                           f"has {classes}; use a checkpoint of this task")

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Tag
 
 from ..attribution import METHODS
 from ..attribution.spec import FAMILIES
@@ -65,7 +65,7 @@ class Render(Section):
     seed: int = 0
     resolution: Annotated[int, Ge(32)] = 128
     splits: Splits
-    tasks: Annotated[list[str], names(TASKS)] = []
+    tasks: Annotated[list[str], names(TASKS)] = []  # rendered tasks; image folders are under `folders`
     workers: PosInt = 1
     preview: NonNegInt = 16
     min_objects: PosInt = 3
@@ -122,6 +122,18 @@ TASK_PARAMS: dict[str, type[Section]] = {"unique-query": UniqueQueryTask, "prese
                                          "vqa-simple": VQATask, "vqa-complex": VQATask}
 
 
+class FolderTask(Section):
+    """folders.<task>: an image folder imported as a task (salbench.data.FolderSpec; stage import@<task>)."""
+
+    root: str  # a folder (must exist); csv and masks are relative to it
+    csv: str | None = None  # columns path,label[,split][,mask][,<concepts>...]
+    masks: str | None = None  # a folder under root with <image's relative path>.png masks
+    image_size: Annotated[int, Ge(8)] | None = None  # resize every image to this square size
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # of that resize (masks: nearest)
+    classes: Annotated[list[str], MinLen(2)] | None = None  # class order (the model's outputs); default sorted
+    concepts: list[str] = []  # CSV columns of concept labels (DEPICT)
+
+
 # ---- train --------------------------------------------------------------------------------------------------------
 
 class TrainSettings(Section):
@@ -162,12 +174,36 @@ class TrainModel(TrainSettings):
     random_labels: RandomLabels | None = None
 
 
+class ExternalModel(Section):
+    """train.models.<name> with source: checkpoint (salbench.models.external): packaged, not trained."""
+
+    source: Literal["checkpoint"]
+    timm: str | None = None  # a timm name, with weights
+    entry: str | None = None  # "package.module:function" returning an nn.Module
+    torchscript: str | None = None  # a TorchScript file (must exist)
+    weights: str | None = None  # a state dict file (.safetensors, .pt, .pth; must exist)
+    kwargs: dict[str, Any] = {}
+    input_size: PosInt
+    mean: Annotated[list[float], MinLen(3)] = [0.0, 0.0, 0.0]
+    std: Annotated[list[float], MinLen(3)] = [1.0, 1.0, 1.0]
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # must match the task's import
+    random_labels: RandomLabels | None = None
+
+
+def _model_source(v: Any) -> str:
+    """The union tag of a train.models entry (the class name, as validate's error paths expect)."""
+    if v is None:
+        return "None"
+    return "ExternalModel" if isinstance(v, dict) and v.get("source") == "checkpoint" else "TrainModel"
+
+
 class Train(Section):
     seed: int = 0
     device: Device = "cpu"
     tasks: list[str] = []
     min_test_accuracy: Fraction | dict[str, Fraction] = 0.0
-    models: dict[str, TrainModel | None] = {}
+    models: dict[str, Annotated[Annotated[TrainModel, Tag("TrainModel")] | Annotated[ExternalModel, Tag("ExternalModel")]
+                                | Annotated[None, Tag("None")], Discriminator(_model_source)]] = {}
     vqa_tasks: list[str] = []  # question-conditioned models (stage train_vqa)
     vqa_min_test_accuracy: dict[str, Fraction | dict[str, Fraction]] = {}
     vqa_models: dict[str, TrainModel | None] = {}
@@ -319,6 +355,7 @@ class Params(Section):
 
     render: Render | None = None
     tasks: dict[str, dict[str, Any] | None] | None = None
+    folders: dict[str, FolderTask] | None = None
     train: Train | None = None
     concepts: Concepts | None = None
     attribute: Attribute | None = None

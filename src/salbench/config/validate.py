@@ -32,7 +32,7 @@ from . import sections as S
 from .declare import Param, params_model, signature_params, unknown_name
 
 # Sections each stage reads (they must be present); every other section is checked when present.
-STAGE_SECTIONS = {"render": ("render", "tasks"), "train": ("train",), "attribute": ("attribute",),
+STAGE_SECTIONS = {"render": ("render", "tasks"), "import": ("folders",), "train": ("train",), "attribute": ("attribute",),
                   "evaluate": ("evaluate", "attribute"), "generate": ("concepts",), "permutation": ("concepts",),
                   "plot": ("plot", "attribute", "train")}
 # The section whose `device` a stage uses.
@@ -320,6 +320,22 @@ def metric_entry(name: str, entry: Any, where: str, errors: list[str]) -> None:
 
 # ---- cross-section checks -------------------------------------------------------------------------------------
 
+def _external(m: S.ExternalModel, where: str, errors: list[str]) -> None:
+    """One of timm/entry/torchscript; the files it names exist; the entry is 'module:function'."""
+    given = [k for k in ("timm", "entry", "torchscript") if getattr(m, k)]
+    if len(given) != 1:
+        errors.append(f"{where}: name exactly one of timm (with weights), entry or torchscript, got {given or 'none'}")
+    if m.timm and not m.weights:
+        errors.append(f"{where}.weights: a timm model from a checkpoint needs its weights file")
+    if m.entry and (":" not in m.entry or not all(m.entry.split(":"))):
+        errors.append(f"{where}.entry: {m.entry!r} is not 'package.module:function'")
+    for key in ("torchscript", "weights"):
+        if getattr(m, key) and not Path(getattr(m, key)).is_file():
+            errors.append(f"{where}.{key}: no file {getattr(m, key)!r}")
+    if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
+        errors.append(f"{where}: mean and std need 3 values each (std > 0), got {m.mean} and {m.std}")
+
+
 def _names_in(names: Iterable[str] | None, known: Iterable[str], where: str, what: str, errors: list[str]) -> None:
     """Each of ``names`` must be one of ``known`` (names defined in another section, ``what``)."""
     known = list(known)
@@ -394,15 +410,30 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
     if p.render and p.tasks is not None:
         _names_in(p.render.tasks, p.tasks, "render.tasks", "defined under tasks", errors)
 
+    for name, f in (p.folders or {}).items():
+        root = Path(f.root)
+        if name in (p.render.tasks if p.render else []):
+            errors.append(f"folders.{name}: {name!r} is also in render.tasks; give the imported task another name")
+        if not root.is_dir():
+            errors.append(f"folders.{name}.root: no folder {f.root!r}")
+        for key, want in (("csv", Path.is_file), ("masks", Path.is_dir)):
+            if getattr(f, key) and root.is_dir() and not want(root / getattr(f, key)):
+                errors.append(f"folders.{name}.{key}: no {'file' if key == 'csv' else 'folder'} "
+                              f"{str(root / getattr(f, key))!r}")
+
     if p.train:
         if _given(p.render, "tasks"):
-            _names_in(p.train.tasks, p.render.tasks, "train.tasks", "in render.tasks", errors)
+            _names_in(p.train.tasks, [*p.render.tasks, *(p.folders or {})], "train.tasks",
+                      "in render.tasks or folders", errors)
         if isinstance(p.train.min_test_accuracy, dict):
             for t in p.train.tasks:
                 if t not in p.train.min_test_accuracy:
                     errors.append(f"train.min_test_accuracy has no entry for task {t!r} (it has "
                                   f"{sorted(p.train.min_test_accuracy)}); add one")
         for name, m in p.train.models.items():
+            if isinstance(m, S.ExternalModel):
+                _external(m, f"train.models.{name}", errors)
+                continue
             for sub, cfg in (("", m), (".random_labels", m and m.random_labels)):
                 late = [e for e in (cfg.checkpoint_epochs if cfg else []) if e > cfg.epochs]
                 if late:
@@ -485,9 +516,11 @@ def _stage_checks(p: S.Params, params: Mapping[str, Any], stage: str, task: str 
             and "models" in params["train"] and model not in p.train.models:
         errors.append(f"--model {model}: {_unknown(model, p.train.models, 'model')} (train.models)")
     if stage == "train" and model is not None and p.train and (m := p.train.models.get(model)) is not None:
-        spec = m.model
+        spec = getattr(m, "model", None)
         if isinstance(spec, S.ModelSpec) and spec.checkpoint and not Path(spec.checkpoint).is_dir():
             errors.append(f"train.models.{model}.model.checkpoint: no checkpoint directory {spec.checkpoint!r}")
+    if stage == "import" and task is not None and task not in (p.folders or {}):
+        errors.append(f"--task {task}: {_unknown(task, p.folders or {}, 'task')} (folders)")
     if stage == "generate" and generator is not None and generator not in S.GENERATORS:
         errors.append(f"--generator {generator}: {_unknown(generator, S.GENERATORS, 'generator')}")
 

@@ -97,6 +97,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", stage:
         if "tokens" in manifest:
             model = build_question_model(manifest["arch"], len(manifest["classes"]), len(manifest["tokens"]),
                                          int(manifest["input_size"]), **manifest["kwargs"])
+        elif manifest.get("external"):  # an entry-point or TorchScript model (salbench.models.external)
+            from .external import rebuild
+
+            model = rebuild(Path(path), manifest)
         else:
             model = build_model(spec, len(manifest["classes"]), int(manifest["input_size"]))
     model.load_state_dict(read_weights(path, stage))
