@@ -128,6 +128,7 @@ def test_bad_params_fail_with_a_message_that_names_the_fix(workdir: Path, render
 @pytest.mark.slow
 def test_dvc_repro_generate_runs_from_the_pipeline_definition(pipeline_copy) -> None:
     repo = pipeline_copy({"render": {**TINY_RENDER, "splits": {"train": 8, "val": 4, "test": 8}, "tasks": ["presence"]},
+                          "train": {"tasks": ["presence"]}, "attribute": {"tasks": ["presence"]},
                           "concepts": {**TINY_CONCEPTS, "n_images": 8, "generators": ["renderer"]}})
     stage(["-m", "dvc", "repro", "generate@renderer"], repo)
     out = repo / "data/concepts/generate/renderer"

@@ -145,7 +145,8 @@ def test_gates_fail_after_writing_and_mismatches_are_refused(rendered: Path, fak
 @pytest.mark.slow
 def test_dvc_repro_train_vqa_in_a_temporary_copy(pipeline_copy) -> None:
     repo = pipeline_copy({"render": {**TINY_RENDER, "splits": SPLITS, "tasks": ["vqa-simple"]},
-                          "train": {"vqa_tasks": ["vqa-simple"], "vqa_min_test_accuracy": {"vqa-simple": 0.0}}})
+                          "train": {"tasks": [], "vqa_tasks": ["vqa-simple"], "vqa_min_test_accuracy": {"vqa-simple": 0.0}},
+                          "attribute": {"tasks": []}})
     params = yaml.safe_load((repo / "params.yaml").read_text())  # every model of params.yaml, shrunk to tiny
     params["train"]["vqa_models"] = {m: TINY_VQA_MODELS["rn-tiny" if "rn" in m else "film-tiny"]
                                      for m in params["train"]["vqa_models"]}

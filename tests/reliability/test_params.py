@@ -33,7 +33,7 @@ STAGES = list(STAGE_SECTIONS)
 SELECTORS = {"render": ["--task", "unique-query"], "train": ["--task", "unique-query", "--model", "resnet-small"],
              "attribute": ["--task", "unique-query", "--model", "resnet-small"],
              "evaluate": ["--task", "unique-query", "--model", "resnet-small"], "generate": ["--generator", "renderer"],
-             "permutation": [], "plot": []}
+             "permutation": [], "plot": [], "import": ["--task", "unique-query"]}
 MISSING = object()
 
 

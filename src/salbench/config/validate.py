@@ -509,12 +509,14 @@ def _stage_checks(p: S.Params, params: Mapping[str, Any], stage: str, task: str 
     listed = {"train": ("train.tasks", p.train and p.train.tasks),
               "attribute": ("attribute.tasks", p.attribute and p.attribute.tasks),
               "evaluate": ("attribute.tasks", p.attribute and p.attribute.tasks)}
-    if task is not None and stage in listed and listed[stage][1] and task not in listed[stage][1]:
+    vqa = stage == "train" and p.train is not None and task in p.train.vqa_tasks  # stage train_vqa
+    if task is not None and not vqa and stage in listed and listed[stage][1] and task not in listed[stage][1]:
         where, known = listed[stage]
         errors.append(f"--task {task}: {_unknown(task, known, 'task')} ({where})")
-    if model is not None and stage in ("train", "attribute", "evaluate") and p.train is not None \
-            and "models" in params["train"] and model not in p.train.models:
-        errors.append(f"--model {model}: {_unknown(model, p.train.models, 'model')} (train.models)")
+    if model is not None and stage in ("train", "attribute", "evaluate") and p.train is not None:
+        models, where = (p.train.vqa_models, "train.vqa_models") if vqa else (p.train.models, "train.models")
+        if (vqa or "models" in params["train"]) and model not in models:
+            errors.append(f"--model {model}: {_unknown(model, models, 'model')} ({where})")
     if stage == "train" and model is not None and p.train and (m := p.train.models.get(model)) is not None:
         spec = getattr(m, "model", None)
         if isinstance(spec, S.ModelSpec) and spec.checkpoint and not Path(spec.checkpoint).is_dir():
