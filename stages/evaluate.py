@@ -65,8 +65,8 @@ def main() -> None:
     if is_vqa_task(data_dir, str(attribute.get("split", "test"))):  # evaluate_vqa: one sample per question
         t0 = time.perf_counter()
         report, family = evaluate_task(models, model_dir, data_dir, attribute, config,
-                                       Path(args.maps or f"data/maps/{name}"), f"attribute_vqa@{args.task}-{args.model}",
-                                       device)
+                                       Path(args.maps or f"data/maps/{name}"),
+                                       f"attribute_vqa@{args.task}-{args.model}", device)
         with atomic_dir(args.out or f"data/evaluate/{name}") as out:
             rows = save_report(report, args.task, args.model, family, Path(args.results or f"data/results/{name}.csv"),
                                Path(args.metrics or f"data/metrics/evaluate/{name}.json"), out)

@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 import torch
+from attribution.attr_helpers import FAST, realistic_bn
 
 from salbench.attribution import METHODS, attribute_many
 from salbench.attribution.cache import shard_key
@@ -14,12 +15,10 @@ from salbench.errors import SalbenchError
 from salbench.models import build_question_model
 from salbench.models.film import FiLM
 
-from attribution.attr_helpers import FAST, realistic_bn
-
 TINY = {
-    "film": dict(stem=(8, 8), blocks=2, embed_dim=8, question_dim=16, head=16, f=(16,), pool=2),
-    "relation-network": dict(conv_channels=(8, 8), embed_dim=8, question_dim=16, g=(16, 16), f=(16,), pool=2,
-                             dropout=0.0),
+    "film": {"stem": (8, 8), "blocks": 2, "embed_dim": 8, "question_dim": 16, "head": 16, "f": (16,), "pool": 2},
+    "relation-network": {"conv_channels": (8, 8), "embed_dim": 8, "question_dim": 16, "g": (16, 16), "f": (16,),
+                         "pool": 2, "dropout": 0.0},
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attribution.test_additional_inputs import TINY, vqa_inputs
 from torch import nn
 
 from salbench.attribution import METHODS
@@ -20,10 +21,8 @@ from salbench.attribution.model import attribution_mode
 from salbench.models import build_question_model
 from salbench.models.film import FiLM
 
-from attribution.test_additional_inputs import TINY, vqa_inputs
-
-WIDER = {"film": dict(stem=(6, 10, 12), blocks=3, head=20, f=(24, 12)),
-         "relation-network": dict(conv_channels=(6, 10, 12), g=(24, 20, 12), f=(16, 8))}
+WIDER = {"film": {"stem": (6, 10, 12), "blocks": 3, "head": 20, "f": (24, 12)},
+         "relation-network": {"conv_channels": (6, 10, 12), "g": (24, 20, 12), "f": (16, 8)}}
 
 
 def zero_bias_model(arch: str, wider: bool) -> nn.Module:

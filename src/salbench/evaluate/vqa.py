@@ -12,10 +12,12 @@ predicted answer w.r.t. the image, the question held fixed. Rows of the results 
   on one image with disjoint GT objects (the task's first GT kind), n = pairs, lower is better;
 - the other metrics (pixel perturbation, randomisation checks, class sensitivity, ...) as for classifiers, on a
   model bound to the questions (:class:`BoundQuestions`: ``model(images)`` answers exactly the bound questions,
-  and every map is recomputed with the questions as ``additional_inputs``). A metric that scores a subset or
-  reorders the samples (COSE keeps the correctly answered ones) cannot be bound: it is skipped with a note.
+  and every map is recomputed with the questions as ``additional_inputs``); a metric that scores the correctly
+  answered questions and recomputes maps (COSE) gets only those. A metric that calls the model on other rows
+  (e.g. COSE with ``per_image`` > 1 repeats images) cannot be bound: it is skipped with a note.
 
-Examples for the figures: ``vqa/images`` E×3×H×W, ``vqa/question_index``, ``vqa/predictions``, ``vqa/answers``
+Examples for the figures: the classifier keys (``images``, ``masks`` of the first GT kind, ``labels`` = answers,
+``predictions``, ``map/<entry>``) for the first questions, and ``vqa/images`` E×3×H×W, ``vqa/question_index``, ``vqa/predictions``, ``vqa/answers``
 E×K, ``vqa/map/<entry>`` E×K×H×W (l1-pooled) and ``vqa/gt/<kind>`` E×K×H×W, for the first E images that have K
 evaluated questions.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attribution import call_targets, select_targets
-from ..attribution.spec import applicable
 from ..attribution.cache import check_maps, method_inputs, tensor_sha256
 from ..attribution.model import inspect_model
+from ..attribution.spec import applicable
 from ..errors import SalbenchError
 from ..metrics import METRICS, MetricInputs, pool_channels, summary
 from ..metrics.question_sensitivity import disjoint_pairs, question_sensitivity
@@ -160,12 +162,12 @@ def _settings(spec: MetricSpec, kind: str) -> dict[str, Any]:
     return out
 
 
-def _first(q: Questions, n: int | None) -> Questions:
-    if n is None or n >= len(q.answers):
-        return q
-    return replace(q, images=q.images[:n], answers=q.answers[:n], predictions=q.predictions[:n],
-                   tokens=q.tokens[:n], image_index=q.image_index[:n], family=q.family[:n],
-                   objects={k: v[:n] for k, v in q.objects.items()}, gt={k: v[:n] for k, v in q.gt.items()})
+def _subset(q: Questions, index: slice | Tensor) -> Questions:
+    """The questions ``index`` (a slice or index tensor) selects."""
+    cpu = index.cpu() if isinstance(index, Tensor) else index
+    return replace(q, images=q.images[index], answers=q.answers[index], predictions=q.predictions[index],
+                   tokens=q.tokens[index], image_index=q.image_index[cpu], family=q.family[cpu],
+                   objects={k: v[cpu] for k, v in q.objects.items()}, gt={k: v[index] for k, v in q.gt.items()})
 
 
 def _bound_models(models: Models, tokens: Tensor) -> Models:
@@ -176,11 +178,16 @@ def _bound_models(models: Models, tokens: Tensor) -> Models:
 
 def _metric_rows(spec: MetricSpec, entry: Entry, models: Models, q: Questions, maps: Tensor, targets: Tensor,
                  config: EvalConfig, skipped: dict[str, str]) -> list[dict[str, Any]]:
-    part = _first(q, spec.samples)
+    part = _subset(q, slice(spec.samples))
+    maps, targets = maps[:len(part.answers)], targets[:len(part.answers)]
+    metric = METRICS.get(spec.name)
+    needs = metric.needs
+    if metric.scores == "correct" and "explain" in needs:
+        # the metric scores (and COSE keeps) only the correctly answered questions: bind exactly those
+        keep = (part.predictions == part.answers).nonzero()[:, 0]
+        part, maps, targets = _subset(part, keep), maps[keep], targets[keep]
     n = len(part.answers)
-    maps, targets = maps[:n], targets[:n]
     bound = _bound_models(models, part.tokens)
-    needs = METRICS.get(spec.name).needs
 
     def inputs(masks: Tensor) -> MetricInputs:
         return MetricInputs(bound.model, part.images, part.answers, part.predictions, maps, masks,
@@ -209,7 +216,7 @@ def example_questions(q: Questions, images: int, per_image: int = 3) -> Tensor:
     """E×K question indices: the first ``images`` images with at least ``per_image`` evaluated questions
     (their first K questions), K = ``per_image``; E may be smaller."""
     idx = q.image_index
-    uniq, counts = torch.unique_consecutive(idx, return_counts=True)
+    counts = torch.unique_consecutive(idx, return_counts=True)[1]
     starts = torch.cumsum(counts, 0) - counts
     chosen = starts[counts >= per_image][:images]
     return chosen[:, None] + torch.arange(per_image)[None]
@@ -220,10 +227,14 @@ def evaluate_questions(models: Models, q: Questions, entries: Mapping[str, Entry
     module docstring."""
     report = Report(rows=accuracy_rows(q, config.n_boot, config.seed))
     compared = compared_entries(config, entries)
+    k = min(config.examples, len(q.answers))
+    if k:  # the classifier keys, one question per example (masks: the first GT kind)
+        report.examples = {"images": q.images[:k], "masks": q.gt[q.kinds[0]][:k], "labels": q.answers[:k],
+                           "predictions": q.predictions[:k]}
     index = example_questions(q, config.examples)
     if len(index):
         flat = index.flatten()
-        report.examples = {"vqa/images": q.images[index[:, 0]], "vqa/question_index": index,
+        report.examples |= {"vqa/images": q.images[index[:, 0]], "vqa/question_index": index,
                            "vqa/predictions": q.predictions.cpu()[flat].view_as(index),
                            "vqa/answers": q.answers.cpu()[flat].view_as(index),
                            **{f"vqa/gt/{k}": g.cpu()[flat].view(*index.shape, *g.shape[1:]) for k, g in q.gt.items()}}
@@ -242,6 +253,8 @@ def evaluate_questions(models: Models, q: Questions, entries: Mapping[str, Entry
             rows += _metric_rows(spec, entry, models, q, maps, targets, config, skipped)
         rows.append(sensitivity_row(maps, q, config.n_boot, config.seed))
         report.rows += [{**r, "method": name, "role": entry.role} for r in rows]
+        if k:
+            report.examples[f"map/{name}"] = pool_channels(maps[:k], "l1")
         if len(index):
             pooled = pool_channels(maps.cpu()[index.flatten()], "l1")
             report.examples[f"vqa/map/{name}"] = pooled.view(*index.shape, *pooled.shape[1:]).float()

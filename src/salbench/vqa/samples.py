@@ -7,8 +7,8 @@ streamed attribute stage handles questions as it handles images: ``images`` (eac
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
