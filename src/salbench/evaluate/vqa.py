@@ -13,8 +13,9 @@ predicted answer w.r.t. the image, the question held fixed. Rows of the results 
 - the other metrics (pixel perturbation, randomisation checks, class sensitivity, ...) as for classifiers, on a
   model bound to the questions (:class:`BoundQuestions`: ``model(images)`` answers exactly the bound questions,
   and every map is recomputed with the questions as ``additional_inputs``); a metric that scores the correctly
-  answered questions and recomputes maps (COSE) gets only those. A metric that calls the model on other rows
-  (e.g. COSE with ``per_image`` > 1 repeats images) cannot be bound: it is skipped with a note.
+  answered questions and recomputes maps (COSE) gets only those, and every metric gets a batch size of all its
+  questions, so that each model call sees the bound rows in order. A metric that calls the model on other rows
+  cannot be bound: it is skipped with a note (none of the registered ones does).
 
 Examples for the figures: the classifier keys (``images``, ``masks`` of the first GT kind, ``labels`` = answers,
 ``predictions``, ``map/<entry>``) for the first questions, and ``vqa/images`` E×3×H×W, ``vqa/question_index``, ``vqa/predictions``, ``vqa/answers``
@@ -213,13 +214,13 @@ def sensitivity_row(maps: Tensor, q: Questions, n_boot: int, seed: int) -> dict[
 
 
 def example_questions(q: Questions, images: int, per_image: int = 3) -> Tensor:
-    """E×K question indices: the first ``images`` images with at least ``per_image`` evaluated questions
-    (their first K questions), K = ``per_image``; E may be smaller."""
-    idx = q.image_index
-    counts = torch.unique_consecutive(idx, return_counts=True)[1]
+    """E×K question indices: the first ``images`` images with at least K evaluated questions (their first K),
+    K = ``per_image`` or fewer if no image has that many; E may be smaller than ``images``."""
+    counts = torch.unique_consecutive(q.image_index, return_counts=True)[1]
+    k = min(per_image, int(counts.max())) if len(counts) else per_image
     starts = torch.cumsum(counts, 0) - counts
-    chosen = starts[counts >= per_image][:images]
-    return chosen[:, None] + torch.arange(per_image)[None]
+    chosen = starts[counts >= k][:images]
+    return chosen[:, None] + torch.arange(k)[None]
 
 
 def evaluate_questions(models: Models, q: Questions, entries: Mapping[str, Entry], config: EvalConfig) -> Report:
