@@ -6,13 +6,18 @@ import math
 
 import pytest
 import torch
+from attribution.test_additional_inputs import vqa_model
 
 from salbench.attribution import attribute_many, build
 from salbench.evaluate import Entry, Models, parse_config
-from salbench.evaluate.vqa import (BoundQuestions, Questions, RowsMismatch, accuracy_rows, evaluate_questions,
-                                   example_questions)
-
-from attribution.test_additional_inputs import vqa_model
+from salbench.evaluate.vqa import (
+    BoundQuestions,
+    Questions,
+    RowsMismatch,
+    accuracy_rows,
+    evaluate_questions,
+    example_questions,
+)
 
 N, SIZE = 6, 32
 

@@ -10,13 +10,12 @@ import pytest
 import torch
 import yaml
 from helpers import TINY_RENDER, run
+from models.test_vqa_stage import SPLITS, TINY_VQA_MODELS
 
 from salbench.attribution.cache import read_manifest
 from salbench.io import load_shard
 from salbench.results import read_results
 from salbench.vqa.dataset import load_questions, load_vocabulary
-
-from models.test_vqa_stage import SPLITS, TINY_VQA_MODELS
 
 QUESTIONS = 10
 METHODS = {"gradient": {}, "integrated_gradients": {"steps": 4}, "lrp": {}, "gradcam": {}, "random": {},
