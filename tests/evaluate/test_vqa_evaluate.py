@@ -9,7 +9,7 @@ import torch
 from attribution.test_additional_inputs import vqa_model
 
 from salbench.attribution import attribute_many, build
-from salbench.evaluate import Entry, Models, parse_config
+from salbench.evaluate import Entry, Models, headlines, parse_config
 from salbench.evaluate.vqa import (
     BoundQuestions,
     Questions,
@@ -58,6 +58,7 @@ def test_accuracy_per_family_and_examples() -> None:
     assert rows["family=query_color"]["mean"] == pytest.approx(3 / 4)  # questions 0, 2, 4, 5: 4 is wrong
     assert rows["family=query_size"]["mean"] == pytest.approx(1 / 2) and rows["family=query_size"]["n"] == 2
     assert all(math.isnan(r["step"]) and r["method"] == "" for r in rows.values())
+    assert headlines(accuracy_rows(q, 20, 0))["accuracy"] == pytest.approx(4 / 6)
     assert example_questions(q, 2, per_image=2).tolist() == [[0, 1], [2, 3]]
     assert example_questions(q, 5, per_image=3).tolist() == [[0, 1], [2, 3], [4, 5]]  # K: at most 2 here
 

@@ -24,6 +24,7 @@ evaluated questions.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -41,6 +42,7 @@ from ..attribution.model import inspect_model
 from ..attribution.spec import applicable
 from ..errors import SalbenchError
 from ..metrics import METRICS, MetricInputs, pool_channels, summary
+from ..metrics.base import Explain
 from ..metrics.question_sensitivity import disjoint_pairs, question_sensitivity
 from ..models import preprocess
 from ..results import variant
@@ -121,12 +123,12 @@ def load_question_entries(methods: Mapping[str, Any], maps_dir: Path, model: nn.
         key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=methods[name] or {},
                          layer=layer, targets=explained, seed=seed, stage=stage, inputs=inputs)
         registry = str((methods[name] or {}).get("method", name))
-        entries[name] = Entry(name, method, params, lambda limit=None, d=maps_dir / name, k=key: _load(d, k, stage, limit),
-                              _short_layer(layer, model), registry)
+        load = functools.partial(_load, maps_dir / name, key, stage)
+        entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)
     return entries
 
 
-def _bound_explain(entry: Entry, batch_size: int):
+def _bound_explain(entry: Entry, batch_size: int) -> Explain:
     """``explain(bound_model, images, targets)``: the entry's method on the question model inside, the bound
     questions as additional inputs (the images must be those questions' rows)."""
     def explain(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
@@ -179,6 +181,8 @@ def _bound_models(models: Models, tokens: Tensor) -> Models:
 
 def _metric_rows(spec: MetricSpec, entry: Entry, models: Models, q: Questions, maps: Tensor, targets: Tensor,
                  config: EvalConfig, skipped: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows of one metric spec for one entry (``maps``, ``targets``: its cached maps of all questions); a metric
+    the bound model cannot follow is recorded in ``skipped`` instead."""
     part = _subset(q, slice(spec.samples))
     maps, targets = maps[:len(part.answers)], targets[:len(part.answers)]
     metric = METRICS.get(spec.name)
