@@ -107,3 +107,56 @@ def test_function_methods_get_the_extra_inputs_only_when_they_take_them() -> Non
     sig = inspect.signature(METHODS.get("edge").fn)
     assert "additional_inputs" not in sig.parameters
     assert "additional_inputs" not in METHODS.get("random").params()
+
+
+class _Questions:
+    """An in-memory question reader (the interface of salbench.vqa.samples.QuestionReader)."""
+
+    keys = ("images", "label", "tokens", "gt_mask")
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        images, _, _ = vqa_inputs()
+        self.arrays = {"images": (images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy(),
+                       "label": torch.tensor([0, 1, 2, 3]).numpy(), "tokens": tokens.numpy(),
+                       "gt_mask": (images[:, 0] > 0.5).numpy()}
+
+    def __len__(self) -> int:
+        return 4
+
+    def read(self, key: str, start: int = 0, stop: int | None = None):
+        return self.arrays[key][start:stop]
+
+    def blocks(self, size: int):
+        return ((i, min(4, i + size)) for i in range(0, 4, size))
+
+
+def test_streamed_maps_follow_the_questions_shard_by_shard(tmp_path) -> None:
+    """The attribute loop with tokens: maps equal attribute_many with them; a changed question recomputes only
+    its shard, and the manifest's key covers the tokens."""
+    from salbench.attribution.cache import load_maps, read_manifest
+    from salbench.attribution.stream import attribute_split
+    from salbench.models import preprocess
+
+    model = vqa_model("relation-network")
+    _, tokens, _ = vqa_inputs()
+    entries = {"gradient": {}, "lrp": {}, "gt_mask": {}}
+
+    def run(t: torch.Tensor):
+        return attribute_split(model, {"family": "cnn", "input_size": 32}, _Questions(t), entries, tmp_path,
+                               model_hash="h", seed=0, batch_size=4, shard_size=2, additional=("tokens",))
+
+    assert run(tokens).computed == {"gradient": 2, "lrp": 2, "gt_mask": 2}
+    reader = _Questions(tokens)
+    images = preprocess(reader.read("images"), {"input_size": 32})
+    targets = model(images, tokens).argmax(1)
+    expected = attribute_many(model, images, targets, [("gradient", {})], additional_inputs={"tokens": tokens})[0]
+    maps, explained, _ = load_maps(tmp_path / "gradient")
+    torch.testing.assert_close(maps, expected)
+    assert torch.equal(explained, targets)
+    key = read_manifest(tmp_path / "lrp")["key"]
+    assert run(tokens).kept == {"gradient": 2, "lrp": 2, "gt_mask": 2}
+    changed = tokens.clone()
+    changed[3, 0] = 2
+    stats = run(changed)
+    assert stats.computed == {"gradient": 1, "lrp": 1, "gt_mask": 1} and stats.kept == stats.computed
+    assert read_manifest(tmp_path / "lrp")["key"] != key
