@@ -7,7 +7,8 @@ manifest, see salbench.attribution.cache). The split is read and the maps writte
 shard whose key (checkpoint hash, method, params, layers, its images, targets and the per-sample inputs the
 method reads, seed, storage dtype, attribution code) is unchanged is kept; all others are computed together
 by salbench.attribution.attribute_many, which serves every single-pass method from shared passes. Methods
-that declare ``needs=("masks",)`` (the GT controls) get the split's ``gt_mask``.
+that declare ``needs=("masks",)`` (the GT controls) get the split's ``gt_mask``. `attribute.workers` (> 1)
+or `attribute.ray` run the shards × pass groups as Ray tasks (salbench.parallel; same files as in-process).
 Entries: salbench.attribution.spec (method, params, layers/combine, meta_lr, explain, families).
 """
 from __future__ import annotations
@@ -29,11 +30,12 @@ from salbench.errors import cli
 from salbench.io import file_hash
 from salbench.models import load_checkpoint
 from salbench.models.external import check_hooks
+from salbench.parallel import executor
 from salbench.params import check_keys, load_params, section
 from salbench.render.dataset import SplitReader
 
 STAGE_KEYS = ("tasks", "seed", "device", "batch_size", "split", "checkpoint", "explain", "threads", "shard_size",
-              "map_dtype", "methods")
+              "map_dtype", "workers", "ray", "methods")
 
 
 @cli
@@ -63,9 +65,15 @@ def main() -> None:
 
     check_hooks(model, methods)  # TorchScript: no module hooks
     t0 = time.perf_counter()
-    stats = attribute_split(model, manifest, reader, methods, out, model_hash=file_hash(checkpoint / "model.safetensors"),
-                            seed=seed, explain=str(p.get("explain", "predicted")), batch_size=batch_size,
-                            shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")))
+    jobs = executor(int(p.get("workers", 0)), p.get("ray"), cuda=device.type == "cuda")
+    try:
+        stats = attribute_split(model, manifest, reader, methods, out,
+                                model_hash=file_hash(checkpoint / "model.safetensors"), seed=seed,
+                                explain=str(p.get("explain", "predicted")), batch_size=batch_size,
+                                shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")),
+                                executor=jobs, device=str(p.get("device", "cpu")), threads=int(p.get("threads", 1)))
+    finally:
+        jobs.close()
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in stats.computed):
         shutil.rmtree(stale)
     computed = sorted(name for name, n in stats.computed.items() if n)

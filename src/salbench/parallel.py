@@ -103,14 +103,18 @@ class RayExecutor:
             self._started = False
 
 
-def executor(workers: int = 0, ray: Mapping[str, Any] | None = None) -> Executor:
+def executor(workers: int = 0, ray: Mapping[str, Any] | None = None, cuda: bool = False) -> Executor:
     """The executor a stage's params ask for: ``workers`` > 1 starts a local Ray instance of that many CPUs,
     ``ray: {address, max_retries, cpus_per_task, gpus_per_task}`` joins a cluster (or tunes the local one);
-    neither (workers 0 or 1, no ray key) runs in this process without importing Ray."""
-    ray = dict(ray or {})
+    neither (workers 0 or 1, no ray key) runs in this process without importing Ray. ``cuda``: the stage
+    runs on a GPU, so each task takes one unless ``gpus_per_task`` says otherwise."""
+    use_ray = workers > 1 or ray is not None
+    ray = {k: v for k, v in (ray or {}).items() if v is not None}
     if workers > 1 and ray.get("address"):
         raise SalbenchError(f"attribute.workers={workers} starts a local Ray instance but attribute.ray.address="
                             f"{ray['address']!r} joins a cluster; set one of them")
-    if workers <= 1 and not ray:
+    if not use_ray:
         return InProcess()
+    if cuda:
+        ray.setdefault("gpus_per_task", 1.0)
     return RayExecutor(workers=max(workers, 1), **ray)

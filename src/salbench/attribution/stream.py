@@ -214,7 +214,7 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
         shards = sorted((s for done in executor.map(_run_job, ctx, jobs) for s in done), key=lambda s: s.block)
         stats = StreamStats({n: 0 for n in built}, {n: 0 for n in built})
         for s in shards:
-            writers[s.entry].adopt(s.checksum, s.key, s.targets, s.shape, reused=s.reused)
+            writers[s.entry].adopt(s.checksum, s.key, np.array(s.targets), s.shape, reused=s.reused)  # writable
             (stats.kept if s.reused else stats.computed)[s.entry] += 1
         hashes = _input_hashes(reader, shard_size) if any(m.needs for m, _ in built.values()) else {}
         for name, (method, _) in built.items():
