@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -176,7 +177,6 @@ def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp
                                "--include-dashboard", "false", *common], env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        time.sleep(8)
         procs.append(subprocess.Popen([ray_bin, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address",
                                        "127.0.0.1", *common], env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -190,7 +190,13 @@ def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp
         ex.marker = tmp_path / "crashed"
         checkpoint = tmp_path / "models" / "t" / "m" / "final"
         model, manifest = load_checkpoint(checkpoint)
-        try:  # as the stage calls it
+        try:  # as the stage calls it, once the worker node has joined
+            import ray
+
+            deadline = time.monotonic() + 120
+            while sum(node["Alive"] for node in ray.nodes()) < 2 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert sum(node["Alive"] for node in ray.nodes()) == 2
             stats = attribute_split(model, manifest, SplitReader(tmp_path / "render", "test"), ENTRIES,
                                     tmp_path / "crash", model_hash=file_hash(checkpoint / "model.safetensors"), seed=0,
                                     batch_size=2, shard_size=4, executor=ex, device="cpu", threads=1)
@@ -200,6 +206,6 @@ def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp
         assert _files(tmp_path / "crash") == _files(tmp_path / "local")  # no partial file, no .tmp directory
     finally:
         os.environ.pop("RAY_AUTH_MODE", None)
-        for proc in reversed(procs):
-            os.killpg(proc.pid, 15)
+        for proc in procs:  # each node's processes are in its `ray start`'s session (SIGTERM takes ~30 s)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
