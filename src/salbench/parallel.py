@@ -68,7 +68,8 @@ class RayExecutor:
             return
         try:
             if self.address is None:
-                ray.init(num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
+                # "local": a new instance even where `ray start` or RAY_ADDRESS names another
+                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
                          log_to_driver=False)
             else:
                 ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -209,3 +210,6 @@ def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp
         for proc in procs:  # each node's processes are in its `ray start`'s session (SIGTERM takes ~30 s)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # `address: auto` reads it
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
