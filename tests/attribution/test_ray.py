@@ -3,6 +3,7 @@ no Ray import by default, a clear error without Ray, and a killed worker retried
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pickle
 import signal
@@ -22,10 +23,12 @@ import yaml
 import salbench.attribution.stream as stream
 from salbench.attribution import build
 from salbench.attribution.stream import attribute_split, pass_groups
+from salbench.config.validate import validate_params
 from salbench.errors import SalbenchError
 from salbench.io import file_hash, save_shard
 from salbench.models import build_model, load_checkpoint, save_checkpoint
 from salbench.parallel import InProcess, RayExecutor, executor
+from salbench.params import ParamsError
 from salbench.render.dataset import SplitReader
 
 from helpers import ROOT
@@ -117,6 +120,19 @@ def test_ray_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyPatch
 def test_workers_and_an_address_together_is_an_error() -> None:
     with pytest.raises(SalbenchError, match="set one of them"):
         executor(2, {"address": "auto"})
+    with pytest.raises(ParamsError, match="attribute.workers: 2 starts a local Ray instance but attribute.ray.address "
+                       "joins the cluster at 'auto'; set one of them"):
+        validate_params({"attribute": {"workers": 2, "ray": {"address": "auto"}}})
+
+
+def test_the_attribute_stage_checks_that_ray_is_installed_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    validate_params({"attribute": {"workers": 2}})  # other stages do not need Ray
+    for section in ({"workers": 2}, {"ray": {"address": "127.0.0.1:6379"}}):
+        with pytest.raises(ParamsError, match=r"not installed here: pip install 'salbench\[ray\]'"):
+            validate_params({"attribute": section}, "attribute")
+    validate_params({"attribute": {"workers": 1}}, "attribute")
 
 
 # ---- a real Ray cluster on 127.0.0.1 ---------------------------------------------------------------------------
