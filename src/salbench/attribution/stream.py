@@ -15,6 +15,7 @@ Each job computes exactly what the in-process run computes for those entries, so
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import socket
 from dataclasses import dataclass, field
@@ -49,26 +50,25 @@ class ModelHandle:
     """The model for the jobs: itself in this process; pickled as ``torch.save`` bytes (TorchScript:
     ``torch.jit.save``) and loaded on ``device`` (``auto``: this worker's GPU) in another one, once per process."""
 
-    _loaded: dict[tuple[str, str], nn.Module] = {}
+    _loaded: dict[tuple[str, str], nn.Module] = {}  # (sha256 of the bytes, device) -> the last model loaded
 
-    def __init__(self, model: nn.Module, model_hash: str, device: str) -> None:
-        self.model, self.model_hash, self.device = model, model_hash, device
+    def __init__(self, model: nn.Module, device: str) -> None:
+        self.model, self.device = model, device
 
     def __getstate__(self) -> dict[str, Any]:
         buf = io.BytesIO()
         script = isinstance(self.model, torch.jit.ScriptModule)
         (torch.jit.save if script else torch.save)(self.model, buf)
-        return {"blob": buf.getvalue(), "script": script, "model_hash": self.model_hash, "device": self.device}
+        return {"blob": buf.getvalue(), "script": script, "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.model_hash, self.device = state["model_hash"], state["device"]
-        key = (self.model_hash, self.device)
+        self.device = state["device"]
+        key = (hashlib.sha256(state["blob"]).hexdigest(), self.device)
         if key not in self._loaded:
-            device = resolve_device(self.device)
-            buf = io.BytesIO(state["blob"])
+            device, buf = resolve_device(self.device), io.BytesIO(state["blob"])
             model = (torch.jit.load(buf, map_location=device) if state["script"]
                      else torch.load(buf, map_location=device, weights_only=False))
-            self._loaded.clear()  # one model per worker process
+            self._loaded.clear()
             self._loaded[key] = model.eval()
         self.model = self._loaded[key]
 
@@ -207,7 +207,7 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
         groups = pass_groups(model, built) if executor.parallel else [tuple(built)]
         jobs = [_Job(i, start, stop, (group,) if executor.parallel else tuple(groups))
                 for i, (start, stop) in enumerate(reader.blocks(shard_size)) for group in groups]
-        handle = ModelHandle(model, model_hash, device or str(model_device(model)))
+        handle = ModelHandle(model, device or str(model_device(model)))
         ctx = _Context(handle, dict(manifest), reader, dict(entries),
                        {n: _EntryDir.of(w) for n, w in writers.items()},
                        explain, batch_size, dtype, threads)
