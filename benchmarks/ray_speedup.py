@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from memory import ROOT, fabricate  # benchmarks/memory.py
 from salbench.params import load_params
+
+from memory import ROOT, fabricate  # benchmarks/memory.py
 
 # Runs the stage in this process and prints JSON: wall seconds, Ray start-up seconds, CPU seconds of this
 # process and its descendants (those still alive when Ray shuts down, plus the reaped ones).
@@ -93,9 +94,10 @@ def main() -> None:
             ray = {"gpus_per_task": args.gpus_per_task} if args.gpus_per_task is not None else None
             r = run(root, {**attribute, "workers": n, **({"ray": ray} if ray else {})}, f"workers{n}")
             same = r["files"] == base["files"]
+            work = r["seconds"] - r["ray_start"]
             print(f"workers {n}: {r['seconds']:.1f} s wall (Ray start-up {r['ray_start']:.1f} s), {r['cpu']:.1f} s "
-                  f"CPU; speed-up {base['seconds'] / r['seconds']:.2f}x, {base['seconds'] / (r['seconds'] - r['ray_start']):.2f}x "
-                  f"without the start-up; files identical to in-process: {same}", flush=True)
+                  f"CPU; speed-up {base['seconds'] / r['seconds']:.2f}x, {base['seconds'] / work:.2f}x without the "
+                  f"start-up; files identical to in-process: {same}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

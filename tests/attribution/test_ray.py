@@ -149,7 +149,7 @@ def _stage(tmp: Path, extra: dict, out: str) -> subprocess.CompletedProcess:
     (tmp / f"{out}.yaml").write_text(yaml.safe_dump(params))
     # prints whether the stage imported Ray, at exit
     code = ("import atexit, runpy, sys; atexit.register(lambda: print('ray imported:', 'ray' in sys.modules)); "
-            f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     cmd = [sys.executable, "-c", code, str(ROOT / "stages" / "attribute.py"), "--task", "t", "--model", "m",
            "--params", str(tmp / f"{out}.yaml"), "--data", str(tmp / "render"), "--models", str(tmp / "models"),
            "--out", str(tmp / out)]

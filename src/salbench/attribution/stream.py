@@ -20,7 +20,7 @@ import io
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -105,6 +105,9 @@ class _Context:
 
 @dataclass(frozen=True)
 class _Job:
+    """Shard ``block`` (images ``start:stop``) of the entries in ``groups`` (every entry in one group in-process,
+    one pass group on Ray)."""
+
     block: int
     start: int
     stop: int
@@ -154,7 +157,8 @@ def _run_job(ctx: _Context, job: _Job) -> list[_Shard]:
     if model_device(model).type == "cuda":  # page-locked, so the engine's per-batch copies run asynchronously
         images = images.pin_memory()
     labels = torch.from_numpy(reader.read("label", job.start, job.stop)).long()
-    inputs = {"masks": torch.from_numpy(reader.read("gt_mask", job.start, job.stop))} if "gt_mask" in reader.keys else {}
+    has_masks = "gt_mask" in reader.keys
+    inputs = {"masks": torch.from_numpy(reader.read("gt_mask", job.start, job.stop))} if has_masks else {}
     targets = select_targets(model, images, labels, ctx.explain, ctx.batch_size)
     shards: list[_Shard] = []
     for group in job.groups:
