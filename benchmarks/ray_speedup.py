@@ -98,6 +98,8 @@ def main() -> None:
             print(f"workers {n}: {r['seconds']:.1f} s wall (Ray start-up {r['ray_start']:.1f} s), {r['cpu']:.1f} s "
                   f"CPU; speed-up {base['seconds'] / r['seconds']:.2f}x, {base['seconds'] / work:.2f}x without the "
                   f"start-up; files identical to in-process: {same}", flush=True)
+            if not same:
+                print("  differing:", sorted(k for k in base["files"] if base["files"][k] != r["files"].get(k)))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
