@@ -9,6 +9,7 @@ filesystem); the caller assembles what they return.
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
@@ -72,6 +73,7 @@ class RayExecutor:
                 ray.init(address="local", num_cpus=self.workers, include_dashboard=False, logging_level="WARNING",
                          log_to_driver=False)
             else:
+                _check_reachable(self.address)
                 ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
@@ -102,6 +104,19 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a ``host:port`` nothing listens on (Ray itself retries for minutes); other forms (``auto``,
+    ``ray://...``) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise SalbenchError(f"attribute.ray.address: nothing answers at {address!r} ({e}); start the head with "
+                            f"`ray start --head --port {port}` there, or fix the address") from None
 
 
 def executor(workers: int = 0, ray: Mapping[str, Any] | None = None, cuda: bool = False) -> Executor:

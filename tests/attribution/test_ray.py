@@ -117,6 +117,15 @@ def test_ray_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyPatch
             executor(workers, ray)
 
 
+def test_an_address_nothing_answers_at_fails_fast() -> None:
+    pytest.importorskip("ray")  # the test extra installs it
+    port = _free_port()  # closed again: nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(SalbenchError, match=f"attribute.ray.address: nothing answers at '127.0.0.1:{port}'"):
+        RayExecutor(address=f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30  # Ray alone retries for minutes
+
+
 def test_workers_and_an_address_together_is_an_error() -> None:
     with pytest.raises(SalbenchError, match="set one of them"):
         executor(2, {"address": "auto"})
@@ -177,6 +186,7 @@ class CrashOnce(RayExecutor):
 
 @pytest.mark.slow  # a Ray head and worker (~15 s to start here), two stage runs and a library run: ~60 s loaded
 def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp_path: Path) -> None:
+    pytest.importorskip("ray")  # the test extra installs it
     save_checkpoint(tmp_path / "models" / "t" / "m" / "final", _model(),
                     {"task": "t", "classes": ["a", "b", "c"], "accuracy": {}, "params_hash": "x", "seed": 0,
                      "versions": {}})
