@@ -230,6 +230,16 @@ def test_ray_cluster_writes_the_in_process_files_and_retries_a_killed_worker(tmp
         finally:
             ex.close()
         assert (tmp_path / "crashed").exists() and set(stats.computed.values()) == {3}
+
+        def fails(shared: Any, item: int) -> None:
+            raise SalbenchError(f"task {item} names its fix")
+
+        with pytest.raises(SalbenchError, match="task 1 names its fix"):  # not wrapped in Ray's error, not retried
+            ex = RayExecutor(address=f"127.0.0.1:{port}")
+            try:
+                ex.map(fails, None, [1])
+            finally:
+                ex.close()
         assert _files(tmp_path / "crash") == _files(tmp_path / "local")  # no partial file, no .tmp directory
     finally:
         os.environ.pop("RAY_AUTH_MODE", None)
