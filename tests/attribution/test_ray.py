@@ -22,6 +22,7 @@ import yaml
 
 import salbench.attribution.stream as stream
 from salbench.attribution import build
+from salbench.attribution.cache import MapWriter
 from salbench.attribution.stream import attribute_split, pass_groups
 from salbench.config.validate import validate_params
 from salbench.errors import SalbenchError
@@ -102,6 +103,15 @@ def test_jobs_split_for_ray_write_the_same_files_and_keep_shards(tmp_path: Path)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
+def test_a_partial_file_in_the_temporary_directory_is_not_swapped_in(tmp_path: Path) -> None:
+    writer = MapWriter(tmp_path / "g", model_hash="h", method="g", params={}, layer=None, seed=0)
+    writer.add("k", torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]))
+    # named with a live pid, as a killed writer on another machine may be: atomic_file's clean-up keeps it
+    (writer.tmp / f".maps-00001.safetensors.tmp-{os.getppid()}-abcdefgh").write_bytes(b"x")
+    writer.close()
+    assert sorted(os.listdir(tmp_path / "g")) == ["manifest.json", "maps-00000.safetensors"]
+
+
 def test_the_default_runs_in_process_without_importing_ray(tmp_path: Path) -> None:
     code = ("import sys; from salbench.parallel import executor, InProcess; "
             "assert isinstance(executor(1, None), InProcess) and isinstance(executor(0, None), InProcess); "
@@ -166,8 +176,8 @@ def _stage(tmp: Path, extra: dict, out: str) -> subprocess.CompletedProcess:
 
 
 class CrashOnce(RayExecutor):
-    """Ray tasks whose worker leaves a partial file and dies (os._exit) on the first attempt of shard 1's
-    smoothgrad job; ``marker`` records that it did."""
+    """Ray tasks whose worker leaves a partial file (named with a live pid, as on another machine) and dies
+    (os._exit) on the first attempt of shard 1's smoothgrad job; ``marker`` records that it did."""
 
     marker: Path
 
@@ -177,7 +187,7 @@ class CrashOnce(RayExecutor):
         def crash_once(ctx: Any, job: Any) -> Any:
             if job.block == 1 and "smoothgrad" in job.groups[0] and not marker.exists():
                 marker.write_text(str(os.getpid()))
-                (ctx.dirs["smoothgrad"].tmp / f".maps-00001.safetensors.tmp-{os.getpid()}-abcdefgh").write_bytes(b"x")
+                (ctx.dirs["smoothgrad"].tmp / f".maps-00001.safetensors.tmp-{os.getppid()}-abcdefgh").write_bytes(b"x")
                 os._exit(1)
             return fn(ctx, job)
 
