@@ -7,7 +7,8 @@ manifest, see salbench.attribution.cache). The split is read and the maps writte
 shard whose key (checkpoint hash, method, params, layers, its images, targets and the per-sample inputs the
 method reads, seed, storage dtype, attribution code) is unchanged is kept; all others are computed together
 by salbench.attribution.attribute_many, which serves every single-pass method from shared passes. Methods
-that declare ``needs=("masks",)`` (the GT controls) get the split's ``gt_mask``.
+that declare ``needs=("masks",)`` (the GT controls) get the split's ``gt_mask``. `attribute.workers` (> 1)
+or `attribute.ray` run the shards × pass groups as Ray tasks (salbench.parallel; same files as in-process).
 VQA tasks (stage attribute_vqa@<task>-<model>, question-conditioned models of train.vqa_models): the samples
 are the split's first `attribute.vqa_questions` questions (salbench.vqa.samples), each explained w.r.t. its
 scene image with its question tokens held fixed; the GT controls get the task's first GT kind.
@@ -35,12 +36,13 @@ from salbench.models import load_checkpoint
 from salbench.attribution.model import inspect_model
 from salbench.attribution.spec import applicable
 from salbench.models.external import check_hooks
+from salbench.parallel import executor
 from salbench.params import check_keys, load_params, section
 from salbench.render.dataset import SplitReader
 from salbench.vqa.samples import QuestionReader, is_vqa_task
 
 STAGE_KEYS = ("tasks", "seed", "device", "batch_size", "split", "checkpoint", "explain", "threads", "shard_size",
-              "map_dtype", "methods", "vqa_questions")
+              "map_dtype", "workers", "ray", "methods", "vqa_questions")
 
 
 @cli
@@ -82,10 +84,15 @@ def main() -> None:
 
     check_hooks(model, methods)  # TorchScript: no module hooks
     t0 = time.perf_counter()
-    stats = attribute_split(model, manifest, reader, methods, out, model_hash=file_hash(checkpoint / "model.safetensors"),
-                            seed=seed, explain=str(p.get("explain", "predicted")), batch_size=batch_size,
-                            shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")),
-                            additional=additional)
+    jobs = executor(int(p.get("workers", 0)), p.get("ray"), cuda=device.type == "cuda")
+    try:
+        stats = attribute_split(model, manifest, reader, methods, out,
+                                model_hash=file_hash(checkpoint / "model.safetensors"), seed=seed,
+                                explain=str(p.get("explain", "predicted")), batch_size=batch_size,
+                                shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")),
+                                additional=additional,                                 executor=jobs, device=str(p.get("device", "cpu")), threads=int(p.get("threads", 1)))
+    finally:
+        jobs.close()
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in stats.computed):
         shutil.rmtree(stale)
     computed = sorted(name for name, n in stats.computed.items() if n)

@@ -77,6 +77,9 @@ BAD = [
     ("attribute.batch_size", "big", "attribute.batch_size: expected an integer, got 'big'"),
     ("attribute.split", "tst", "attribute.split: 'tst' is not one of 'train', 'val', 'test'"),
     ("attribute.explain", "predicetd", "attribute.explain: unknown class to explain 'predicetd'"),
+    ("attribute.workers", -2, "attribute.workers: -2 is below the minimum of 0"),
+    ("attribute.ray", {"adress": "127.0.0.1:6379"}, "attribute.ray.adress: unknown key (did you mean 'address'?)"),
+    ("attribute.ray", {"max_retries": "3"}, "attribute.ray.max_retries: expected an integer, got '3'"),
     ("attribute.methods.integrated_gradients", {"stpes": 8},
      "attribute.methods.integrated_gradients.stpes: unknown parameter (did you mean 'steps'?); integrated_gradients "
      "takes: steps (int >= 1, default 32), baseline (float, default 0.0)"),

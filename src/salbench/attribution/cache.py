@@ -222,6 +222,32 @@ class StreamHash:
 MAP_DTYPES = ("float32", "float16")
 
 
+def shard_name(index: int) -> str:
+    """File name of a map directory's shard number ``index`` (0, 1, ...)."""
+    return f"maps-{index:05d}.safetensors"
+
+
+def write_map_shard(path: Path, maps: Tensor, targets: Tensor | np.ndarray, dtype: str) -> str:
+    """Write one shard (maps n×C'×H×W stored as ``dtype``, targets n) atomically; returns its checksum."""
+    if len(maps) != len(targets):
+        raise ValueError(f"{len(maps)} maps but {len(targets)} targets")
+    return save_shard(path, {"maps": maps.detach().cpu().numpy().astype(dtype),
+                             "targets": torch.as_tensor(targets).cpu().numpy().astype(np.int64)})
+
+
+def intact_shard(out_dir: Path, old: Mapping[str, tuple[str, str]], key: str) -> tuple[str, str] | None:
+    """(name, checksum) of the shard of ``out_dir`` keyed ``key`` (``old``: :attr:`MapWriter.old`) if it is
+    intact, else None."""
+    if key not in old:
+        return None
+    name, checksum = old[key]
+    try:
+        check_shard(out_dir / name, STAGE, checksum)
+    except (CorruptArtifactError, MissingArtifactError):
+        return None
+    return name, checksum
+
+
 class MapWriter:
     """Writes one entry's map directory shard by shard inside an atomic directory (the old directory stays
     until :meth:`close`): :meth:`reuse` copies an intact shard of the old directory whose key matches,
@@ -259,31 +285,32 @@ class MapWriter:
             return {}, []
 
     def _name(self) -> str:
-        return f"maps-{len(self.checksums):05d}.safetensors"
+        return shard_name(len(self.checksums))
 
     def reuse(self, key: str, targets: Tensor) -> bool:
         """Copy the old directory's shard for ``key`` if it is intact; False (nothing done) otherwise."""
-        if key not in self.old:
+        found = intact_shard(self.out_dir, self.old, key)
+        if found is None:
             return False
-        name, checksum = self.old[key]
-        try:
-            check_shard(self.out_dir / name, STAGE, checksum)
-        except (CorruptArtifactError, MissingArtifactError):
-            return False
-        new = self._name()
-        self.pending.append((name, new))  # copied at close, unless the old directory is kept whole
-        self._record(new, checksum, key, targets, [len(targets), *self.old_shape])
+        self.adopt(found[1], key, targets, [len(targets), *self.old_shape], reused=found[0])
         return True
 
     def add(self, key: str, maps: Tensor, targets: Tensor) -> None:
         """Write the next shard: maps n×C'×H×W, targets n."""
-        if len(maps) != len(targets):
-            raise ValueError(f"{len(maps)} maps but {len(targets)} targets")
+        checksum = write_map_shard(self.tmp / self._name(), maps, targets, self.dtype)
+        self.adopt(checksum, key, targets, maps.shape)
+
+    def adopt(self, checksum: str, key: str, targets: Tensor | np.ndarray, shape: Sequence[int],
+              reused: str | None = None) -> None:
+        """Record the next shard (:func:`shard_name` of its index), which another process wrote into
+        :attr:`tmp` with :func:`write_map_shard`, or, with ``reused``, the old directory's intact shard of that
+        name (:func:`intact_shard`), copied at :meth:`close`. ``shape``: of its maps, n×C'×H×W."""
         name = self._name()
-        checksum = save_shard(self.tmp / name, {"maps": maps.detach().cpu().numpy().astype(self.dtype),
-                                                "targets": torch.as_tensor(targets).cpu().numpy().astype(np.int64)})
-        self._record(name, checksum, key, targets, maps.shape)
-        self.added += 1
+        if reused is None:
+            self.added += 1
+        else:
+            self.pending.append((reused, name))  # copied at close, unless the old directory is kept whole
+        self._record(name, checksum, key, targets, shape)
 
     def _record(self, name: str, checksum: str, key: str, targets: Tensor, shape: Sequence[int]) -> None:
         self.checksums[name], self.keys[name] = checksum, key
@@ -302,6 +329,8 @@ class MapWriter:
         if not self.added and old.get("key") == key and old.get("shard_keys") == self.keys:
             self.abort()
             return old
+        for leftover in set(os.listdir(self.tmp)) - set(self.checksums):  # a killed writer's partial file
+            (self.tmp / leftover).unlink()
         for name, new in self.pending:
             try:
                 os.link(self.out_dir / name, self.tmp / new)

@@ -282,6 +282,15 @@ class Concepts(Section):
 
 # ---- attribute ----------------------------------------------------------------------------------------------------
 
+class RayCluster(Section):
+    """attribute.ray: run the stage's jobs on Ray (salbench.parallel.RayExecutor)."""
+
+    address: str | None = None  # an existing cluster (host:port, or auto); None: a local instance
+    max_retries: NonNegInt = 3
+    cpus_per_task: PosFloat = 1.0
+    gpus_per_task: NonNegFloat | None = None  # None: 1 when the stage's device is CUDA, else 0
+
+
 class Attribute(Section):
     tasks: list[str] = []
     seed: int = 0
@@ -293,6 +302,8 @@ class Attribute(Section):
     threads: NonNegInt = 1
     shard_size: PosInt = 256
     map_dtype: Literal["float32", "float16"] = "float32"
+    workers: NonNegInt = 0  # > 1: a local Ray instance of that many workers (salbench.parallel)
+    ray: RayCluster | None = None
     methods: dict[str, dict[str, Any] | None] = {}  # entries: checked by validate.method_entry
     vqa_questions: PosInt | None = 128  # VQA tasks: the first questions of the split (None: all)
 

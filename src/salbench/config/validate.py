@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import importlib.util
 import os
 import re
 import sys
@@ -473,6 +474,9 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
             method_entry(name, entry, f"attribute.methods.{name}", errors)
         if _given(p.train, "tasks"):
             _names_in(p.attribute.tasks, p.train.tasks, "attribute.tasks", "in train.tasks", errors)
+        if p.attribute.workers > 1 and p.attribute.ray is not None and p.attribute.ray.address:
+            errors.append(f"attribute.workers: {p.attribute.workers} starts a local Ray instance but attribute.ray."
+                          f"address joins the cluster at {p.attribute.ray.address!r}; set one of them")
 
     if p.evaluate:
         ev = p.evaluate
@@ -522,6 +526,10 @@ def _stage_checks(p: S.Params, params: Mapping[str, Any], stage: str, task: str 
         spec = getattr(m, "model", None)
         if isinstance(spec, S.ModelSpec) and spec.checkpoint and not Path(spec.checkpoint).is_dir():
             errors.append(f"train.models.{model}.model.checkpoint: no checkpoint directory {spec.checkpoint!r}")
+    if stage == "attribute" and p.attribute and (p.attribute.workers > 1 or p.attribute.ray is not None) \
+            and importlib.util.find_spec("ray") is None:
+        errors.append(f"attribute.{'workers' if p.attribute.workers > 1 else 'ray'} runs the stage on Ray, which is "
+                      "not installed here: pip install 'salbench[ray]' (or workers: 0 and no ray key: in-process)")
     if stage == "import" and task is not None and task not in (p.folders or {}):
         errors.append(f"--task {task}: {_unknown(task, p.folders or {}, 'task')} (folders)")
     if stage == "generate" and generator is not None and generator not in S.GENERATORS:
