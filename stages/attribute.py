@@ -90,7 +90,8 @@ def main() -> None:
                                 model_hash=file_hash(checkpoint / "model.safetensors"), seed=seed,
                                 explain=str(p.get("explain", "predicted")), batch_size=batch_size,
                                 shard_size=int(p.get("shard_size", 256)), dtype=str(p.get("map_dtype", "float32")),
-                                additional=additional,                                 executor=jobs, device=str(p.get("device", "cpu")), threads=int(p.get("threads", 1)))
+                                additional=additional, executor=jobs, device=str(p.get("device", "cpu")),
+                                threads=int(p.get("threads", 1)))
     finally:
         jobs.close()
     for stale in (d for d in out.iterdir() if d.is_dir() and d.name not in stats.computed):
