@@ -30,12 +30,13 @@ def ordering(inputs: Inputs, family: str) -> Cell:
             per_metric.append(Cell(metric, INCONCLUSIVE, f"missing rows: no {metric} pooling=<p> rows"))
             continue
         cells = []
-        for u in units:
+        for u in r.units_with(metric, poolings, family):  # VQA models have gt=<kind>,pooling=<p> rows instead
             for v in poolings:
                 pairs = [better(stat(r, u, a, metric, v), stat(r, u, b, metric, v), label=f"{a} > {b}")
                          for a, b in zip(ORDER, ORDER[1:])]
                 cells.append(all_of(f"{u.model} {metric} {v}", pairs))
-        per_metric.append(most_of(f"{metric} ({len(poolings)} poolings x {len(units)} models)", cells))
+        per_metric.append(most_of(f"{metric} ({len(poolings)} poolings x {len(cells) // len(poolings)} models)",
+                                  cells))
     return all_of(label, per_metric)
 
 
@@ -69,8 +70,8 @@ for _family, (_name, _note) in FAMILIES.items():
 def gt_vs_perturbation(inputs: Inputs) -> Cell:
     r = inputs.results
     cells = []
-    for u in r.units:
-        mass_v = f"pooling={AGREEMENT_POOLING}"
+    mass_v = f"pooling={AGREEMENT_POOLING}"
+    for u in r.units_with("mass_accuracy", [mass_v]):
         morf = set(r.methods(u, "aopc", "order=morf"))
         methods = [m for m in r.methods(u, "mass_accuracy", mass_v) if m in morf]
         label = f"{u.model}: ρ(mass_accuracy {mass_v}, aopc order=morf)"

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..io import load_shard, read_json
 from ..registry import Registry
-from ..results import parse_variant, read_results, results_paths
+from ..results import Lookup, read_results, results_paths, variants_with
 
 FAMILY_MARKERS = {"cnn": "o", "vit": "^"}
 
@@ -32,22 +32,20 @@ class Run:
     def label(self) -> str:
         return f"{self.task} / {self.model}"
 
+    def __post_init__(self) -> None:
+        self.lookup = Lookup(self.table)
+
     def rows(self, metric: str, variant: str | None = "", statistic: str | None = "value",
              method: str | None = None) -> Any:
         """Rows of ``metric`` (None matches any variant / statistic / method), sorted by method and step."""
-        t = self.table[self.table["metric"] == metric]
-        for column, value in (("variant", variant), ("statistic", statistic), ("method", method)):
-            if value is not None:
-                t = t[t[column] == value]
+        t = self.lookup.select(metric=metric, variant=variant, statistic=statistic, method=method)
         return t.sort_values(["method", "step"], kind="stable")
 
     def ci(self, method: str, metric: str, variant: str = "", statistic: str = "value") -> tuple[float, float, float]:
         """(mean, ci_low, ci_high) of a scalar row; NaNs when absent."""
-        t = self.rows(metric, variant, statistic, method)
-        t = t[t["step"].isna()]
-        if t.empty:
+        r = self.lookup.row(self.task, self.model, method, metric, variant, statistic)
+        if r is None:
             return math.nan, math.nan, math.nan
-        r = t.iloc[0]
         return float(r["mean"]), float(r["ci_low"]), float(r["ci_high"])
 
     def mean(self, method: str, metric: str, variant: str = "", statistic: str = "value") -> float:
@@ -76,9 +74,8 @@ class Inputs:
         return [m for m in self.methods if m in have]
 
     def variants(self, metric: str, keys: Sequence[str]) -> list[str]:
-        """The variants of ``metric``'s scalar rows whose settings are exactly ``keys``, in table order."""
-        t = self.table[(self.table["metric"] == metric) & self.table["step"].isna()]
-        return [v for v in dict.fromkeys(t["variant"]) if set(parse_variant(v)) == set(keys)]
+        """The variants of ``metric`` whose settings are exactly ``keys``, sorted (salbench.results.variants_with)."""
+        return variants_with(self.table, metric, keys)
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, Any]:
