@@ -1,0 +1,68 @@
+"""CLEVR-XAI as visual question answering (SPEC.md §6): the method ordering per question task and ground truth, and
+whether the maps follow the question (question sensitivity against the random control)."""
+from __future__ import annotations
+
+from ..results import parse_variant
+from ..vqa.program import GT_KINDS
+from .base import INCONCLUSIVE, Cell, Inputs, finding
+from .clevr_xai import GT_METRICS, ORDER, ORDER_RULE, PAPER, ordering_votes
+from .rules import all_of, better, most_of, stat
+
+REFERENCE = "random"  # the control map the question sensitivity of every method is compared with
+
+
+def task_name(kind: str) -> str:
+    """The rendered task of a question kind (salbench.render.tasks: ``vqa-<kind>``)."""
+    return f"vqa-{kind}"
+
+
+def gt_ordering(inputs: Inputs, task: str, gt: str) -> Cell:
+    """LRP > IG > G×I on both GT metrics for one task and ground truth, every pooling and model (ORDER_RULE)."""
+    r = inputs.results
+    per_metric = []
+    for metric in GT_METRICS:
+        variants = [v for v in r.variants(metric, ("gt", "pooling")) if parse_variant(v)["gt"] == gt]
+        units = [u for u in r.units_with(metric, variants) if u.task == task]
+        if not units:
+            per_metric.append(Cell(metric, INCONCLUSIVE, f"missing rows: no {task} model with {metric} "
+                                                         f"gt={gt},pooling=<p> rows (stage evaluate on {task})"))
+            continue
+        per_metric.append(ordering_votes(r, units, metric, variants, metric))
+    return all_of(f"{task} gt={gt}: {' > '.join(ORDER)}", per_metric)
+
+
+for _kind, _gts in GT_KINDS.items():
+    for _gt in _gts:
+        finding(f"clevr_xai_vqa_{_kind}_{_gt}", paper=PAPER,
+                source=f"Published ordering on CLEVR-XAI-{_kind}, ground truth {_gt}, both GT metrics (SPEC.md §6)",
+                claim=f"On the question-answering models, {_kind} questions, ground truth {_gt.replace('_', ' ')}: "
+                      "LRP > Integrated Gradients > Gradient×Input on relevance mass accuracy and relevance rank "
+                      "accuracy (correctly answered questions).",
+                reads=GT_METRICS,
+                rows=f"mass_accuracy and rank_accuracy, every variant gt={_gt},pooling=<p>, methods "
+                     f"{', '.join(ORDER)}, every model evaluated on {task_name(_kind)}",
+                rule=ORDER_RULE)(lambda inputs, _t=task_name(_kind), _g=_gt: gt_ordering(inputs, _t, _g))
+
+
+@finding("vqa_question_sensitivity", paper=PAPER,
+         source="Question sensitivity, the VQA analogue of class sensitivity (SPEC.md §6; issue 15)",
+         claim="Maps follow the question: for most methods, the maps of one image for two questions about disjoint "
+               "objects are less alike (lower question_sensitivity) than the random control's.",
+         reads=("question_sensitivity",),
+         rows=f"question_sensitivity (variant \"\"), every real method and the {REFERENCE} control, every model "
+              f"evaluated on a VQA task",
+         rule=f"Per (task, model) and real method: holds when the method's CI lies below the {REFERENCE} control's, "
+              "fails when above, else undecided; per (task, model) the methods vote (most_of); every (task, model) "
+              f"must hold (all_of). The {REFERENCE} control's value reads as the map that ignores the question when "
+              "evaluate redraws it with the same seed for both questions (rank correlation 1, as in "
+              "class_sensitivity), and as chance-level decorrelation when it is drawn afresh per question "
+              "(about 0, which no structured map beats); the explanation gives its number.")
+def question_sensitivity(inputs: Inputs) -> Cell:
+    r = inputs.results
+    cells = []
+    for u in r.units_with("question_sensitivity", [""]):
+        reference = stat(r, u, REFERENCE, "question_sensitivity")
+        cells.append(most_of(f"{u.task} {u.model}", [
+            better(stat(r, u, m, "question_sensitivity"), reference, higher=False, label=f"{m} < {REFERENCE}")
+            for m in r.methods(u, "question_sensitivity")]))
+    return all_of(f"question sensitivity < {REFERENCE}", cells)
