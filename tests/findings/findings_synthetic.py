@@ -2,6 +2,7 @@
 with values chosen so that each finding has a known verdict (EXPECTED), and edits that flip each one (FLIPS)."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -68,7 +69,7 @@ def vqa_rows(add: Callable[..., None]) -> None:
     """The VQA models' rows (family cnn, as the contract says) through ``add(task, model, family, method, ...)``."""
     for task, gts in VQA_MASS.items():
         for model in VQA_MODELS:
-            a = lambda *args, **kw: add(task, model, "cnn", *args, **kw)  # noqa: E731
+            a = functools.partial(add, task, model, "cnn")
             a("", "accuracy", "", "value", 0.9, 0.02, 500)
             for gt, means in gts.items():
                 for m, mass in zip(VQA_ORDER + ("random",), means + (0.1,)):

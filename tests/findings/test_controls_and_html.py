@@ -93,3 +93,11 @@ def test_html_fragment_has_every_finding_and_is_self_contained(controls: pd.Data
     assert findings_html([f.to_json() for f in findings], records(controls)) == out
     alone = findings_html(findings)
     assert "Negative controls" not in alone and all(f"<b>{name}</b>" in alone for name in FINDINGS.names())
+
+
+def test_question_sensitivity_is_lower_is_better(controls: pd.DataFrame) -> None:
+    # VQA rows: random and edge at 1.0 (CI [1, 1]) against 4 real methods at 0.2-0.6 +- 0.04: every method beats both
+    qs = controls[(controls["task"] == "vqa-simple") & (controls["model"] == "rn-small")
+                  & (controls["metric"] == "question_sensitivity")].iloc[0]
+    assert qs["better"] == "lower" and qs["n_methods"] == 4
+    assert (qs["random_loses"], qs["edge_loses"], qs["random_rank"]) == (4, 4, 5) and qs["random_beaten"]

@@ -134,6 +134,11 @@ def test_report_tables_show_ci_and_counts(data_root):
 def test_vqa_figures_skip_without_vqa_results(data_root, tmp_path):
     inputs = load_inputs(data_root, TASKS, list(MODELS), depict=False, vqa_tasks=["vqa-simple"], vqa_models=["none"])
     assert inputs.vqa == [] and "no VQA results" in FIGURES.get("vqa_gt").skip(inputs)
+    with_rows = inputs_with_vqa(data_root)
+    for run in with_rows.vqa:  # results but no example arrays (evaluate.examples: 0): only vqa_questions skips
+        run.examples = {}
+    assert FIGURES.get("vqa_gt").skip(with_rows) is None
+    assert "no VQA example arrays" in FIGURES.get("vqa_questions").skip(with_rows)
     params = {"attribute": {"tasks": TASKS}, "train": {"models": {m: {} for m in MODELS}},
               "plot": {"figures": ["examples", "vqa_gt", "vqa_questions"], "dpi": 30}}
     proc = _plot_stage(params, data_root, tmp_path)

@@ -2,6 +2,7 @@
 perturbation rankings."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from .base import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Cell, Inputs, Stat, finding
@@ -23,7 +24,7 @@ ORDER_RULE = (
 def ordering_votes(r: Results, units: Sequence[Unit], metric: str, variants: Sequence[str], label: str) -> Cell:
     """Per model and variant (channel pooling) of ``metric``: every adjacent pair of :data:`ORDER` CI-separated in
     the claimed direction (all_of); the (model, variant) cells vote (most_of)."""
-    pairs = list(zip(ORDER, ORDER[1:]))
+    pairs = list(itertools.pairwise(ORDER))
     cells = [all_of(f"{u.model} {metric} {v}", [
         better(stat(r, u, a, metric, v), stat(r, u, b, metric, v), label=f"{a} > {b}") for a, b in pairs])
         for u in units for v in variants]

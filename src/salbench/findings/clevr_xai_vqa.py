@@ -32,6 +32,7 @@ def gt_ordering(inputs: Inputs, task: str, gt: str) -> Cell:
 
 
 for _kind, _gts in GT_KINDS.items():
+    _task = task_name(_kind)
     for _gt in _gts:
         finding(f"clevr_xai_vqa_{_kind}_{_gt}", paper=PAPER,
                 source=f"Published ordering on CLEVR-XAI-{_kind}, ground truth {_gt}, both GT metrics (SPEC.md §6)",
@@ -40,8 +41,8 @@ for _kind, _gts in GT_KINDS.items():
                       "accuracy (correctly answered questions).",
                 reads=GT_METRICS,
                 rows=f"mass_accuracy and rank_accuracy, every variant gt={_gt},pooling=<p>, methods "
-                     f"{', '.join(ORDER)}, every model evaluated on {task_name(_kind)}",
-                rule=ORDER_RULE)(lambda inputs, _t=task_name(_kind), _g=_gt: gt_ordering(inputs, _t, _g))
+                     f"{', '.join(ORDER)}, every model evaluated on {_task}",
+                rule=ORDER_RULE)(lambda inputs, _t=_task, _g=_gt: gt_ordering(inputs, _t, _g))
 
 
 @finding("vqa_question_sensitivity", paper=PAPER,

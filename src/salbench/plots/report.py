@@ -111,7 +111,8 @@ def vqa_table(run: VqaRun) -> str:
         columns += [(f"{metric.split('_')[0]} acc. {gt} ({pooling}) ↑", metric,
                      variant({"gt": gt, "pooling": pooling})) for gt in gts]
     pointing = {parse_variant(v).get("gt"): v for v in dict.fromkeys(run.rows("pointing_game", None)["variant"])}
-    columns += [(f"pointing {gt} ↑", "pointing_game", pointing[gt]) for gt in gt_kinds(set(pointing) - {None}, run.task)]
+    columns += [(f"pointing {gt} ↑", "pointing_game", pointing[gt])
+                for gt in gt_kinds(set(pointing) - {None}, run.task)]
     if not run.rows("question_sensitivity").empty:
         columns.append(("question sens. ↓", "question_sensitivity", ""))
     roles = dict(zip(run.table["method"], run.table["role"]))
@@ -125,11 +126,11 @@ def vqa_section(inputs: Inputs) -> str:
     """The VQA tasks' answer accuracies and GT metrics (empty without VQA results)."""
     if not inputs.vqa:
         return ""
-    parts = ["<h2>Visual question answering (CLEVR-XAI, SPEC.md §6)</h2><p>Maps explain the predicted answer with "
-             "respect to the image, the question held fixed; GT metrics score correctly answered test questions per "
-             "ground truth (simple questions: Single Object, All Objects; complex: Unique, Unique First-non-empty, "
-             "Union, All Objects). Question sensitivity: rank correlation of one image's maps for two questions about "
-             "disjoint objects (lower: the map follows the question).</p>"]
+    parts = [("<h2>Visual question answering (CLEVR-XAI, SPEC.md §6)</h2><p>Maps explain the predicted answer with "
+              "respect to the image, the question held fixed; GT metrics score correctly answered test questions per "
+              "ground truth (simple questions: Single Object, All Objects; complex: Unique, Unique First-non-empty, "
+              "Union, All Objects). Question sensitivity: rank correlation of one image's maps for two questions "
+              "about disjoint objects (lower: the map follows the question).</p>")]
     for run in ordered_runs(inputs):
         parts += [f"<h3>{html.escape(run.label)}</h3>", vqa_accuracy(run), vqa_table(run)]
     return "\n".join(parts)

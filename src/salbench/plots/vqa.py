@@ -26,6 +26,18 @@ def no_vqa(inputs: Inputs) -> str | None:
             "profile renders the tasks and trains the models; stage evaluate writes their rows)")
 
 
+def with_examples(inputs: Inputs) -> list[VqaRun]:
+    """The VQA runs (:func:`ordered_runs`) with at least one example image and question."""
+    return [r for r in ordered_runs(inputs) if r.examples.get("vqa/question_index", np.zeros((0, 0))).size]
+
+
+def no_vqa_examples(inputs: Inputs) -> str | None:
+    """Why vqa_questions cannot be drawn (None: it can)."""
+    if no_vqa(inputs) or with_examples(inputs):
+        return no_vqa(inputs)
+    return "no VQA example arrays: evaluate's examples.safetensors of the VQA tasks have no vqa/question_index"
+
+
 def ordered_runs(inputs: Inputs) -> list[VqaRun]:
     """VQA runs with simple questions before complex ones (GT_KINDS order), then by task and model."""
     kinds = list(GT_KINDS)
@@ -97,10 +109,10 @@ def outline(ax: Any, mask: np.ndarray | None) -> None:
         "answer and the model's prediction); columns: the image and each method's map explaining the predicted "
         "answer for that question (channels pooled by l1, scaled to the 99th percentile). Cyan: the outline of "
         "the question's ground truth (the first non-empty of Single Object, Unique, Unique First-non-empty, Union, "
-        "All Objects, named under the image). Maps that follow the question move with it.", skip=no_vqa)
+        "All Objects, named under the image). Maps that follow the question move with it.", skip=no_vqa_examples)
 def draw_questions(inputs: Inputs) -> Any:
     plt = pyplot()
-    runs = ordered_runs(inputs)
+    runs = with_examples(inputs)
     rows = [(run, k) for run in runs for k in range(min(QUESTIONS, run.examples["vqa/question_index"].shape[1]))]
     every = list(dict.fromkeys(m for run in runs for m in methods_of(run.table)))
     methods = [m for m in every if any(f"vqa/map/{m}" in run.examples for run in runs)]
