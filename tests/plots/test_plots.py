@@ -140,11 +140,11 @@ def test_vqa_figures_skip_without_vqa_results(data_root, tmp_path):
     assert FIGURES.get("vqa_gt").skip(with_rows) is None
     assert "no VQA example arrays" in FIGURES.get("vqa_questions").skip(with_rows)
     params = {"attribute": {"tasks": TASKS}, "train": {"models": {m: {} for m in MODELS}},
-              "plot": {"figures": ["examples", "vqa_gt", "vqa_questions"], "dpi": 30}}
+              "plot": {"figures": ["vqa_gt", "vqa_questions"], "dpi": 30}}
     proc = _plot_stage(params, data_root, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "[plot] skipped vqa_gt: no VQA results" in proc.stdout and "skipped vqa_questions" in proc.stdout
-    assert [p.stem for p in (tmp_path / "figures").glob("*.png")] == ["examples"]
+    assert list((tmp_path / "figures").glob("*.png")) == []
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Not drawn: <b>CLEVR-XAI VQA: mass and rank accuracy by ground truth</b> (no VQA results" in page
     assert "Visual question answering" not in page
