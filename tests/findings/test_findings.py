@@ -117,14 +117,22 @@ def test_vqa_ordering_is_stated_per_task_and_gt_kind_with_numbers(table: pd.Data
     assert classifier.verdict == INCONCLUSIVE and "no vqa-complex model with mass_accuracy" in classifier.explanation
 
 
-def test_question_sensitivity_compares_each_method_with_the_random_control(table: pd.DataFrame) -> None:
+def test_question_sensitivity_bar_lies_midway_from_the_random_control_to_one(table: pd.DataFrame) -> None:
     f = verdict(table, None, "vqa_question_sensitivity").to_json()
     units = [p["label"] for p in f["result"]["parts"]]
     assert units == ["vqa-simple film-small", "vqa-simple rn-small", "vqa-complex film-small", "vqa-complex rn-small"]
-    cells = f["result"]["parts"][0]["parts"]  # real methods only (the edge control is not compared)
-    assert sorted(c["label"] for c in cells) == ["gradient < random", "gradient_x_input < random",
-                                                 "integrated_gradients < random", "lrp < random"]
-    assert all("film-small random question_sensitivity 1.000 [1.000, 1.000] n=120" in c["why"] for c in cells)
-    # one method at the random control's level: undecided, the majority still holds
-    tied = verdict(set_mean(table, 1.0, method="lrp", metric="question_sensitivity"), None, "vqa_question_sensitivity")
-    assert tied.verdict == "reproduced" and tied.counts()["inconclusive"] == 4
+    cells = {c["label"].split(" ")[0]: c for c in f["result"]["parts"][0]["parts"]}  # real methods only, not edge
+    assert sorted(cells) == ["gradient", "gradient_x_input", "integrated_gradients", "lrp"]
+    assert cells["lrp"]["label"] == "lrp below 0.500 (midway from random 0.000 to 1)"
+    assert cells["gradient_x_input"]["verdict"] == "reproduced" and cells["gradient"]["verdict"] == "not_reproduced"
+    why = cells["gradient"]["why"]
+    assert "film-small gradient question_sensitivity 0.600 [0.560, 0.640] n=120 lies above 0.5" in why
+    # random maps correlated at 0.5 across questions: the bar moves to 0.75 and gradient now holds too
+    moved = verdict(set_mean(table, 0.5, method="random", metric="question_sensitivity"), None,
+                    "vqa_question_sensitivity")
+    assert moved.verdict == "reproduced" and moved.counts() == {"reproduced": 16, "not_reproduced": 0,
+                                                                "inconclusive": 0}
+    # without the random control's row: undecided, naming it
+    missing = verdict(table[table["method"] != "random"], None, "vqa_question_sensitivity")
+    assert missing.verdict == INCONCLUSIVE
+    assert "missing row: film-small random question_sensitivity" in missing.explanation
