@@ -98,7 +98,7 @@ def vqa_rows(task: str, model: str, gts: tuple[str, ...]) -> list[dict[str, Any]
                                                                                     "rank_accuracy")
                     for p in VQA_POOLINGS]
             out.append(r("pointing_game", {"gt": gt, "pooling": "max_norm", "tolerance": 0}, mean=v))
-        out.append(r("question_sensitivity", mean=1.0 if m == "random" else 0.2 + 0.1 * i, n=15))
+        out.append(r("question_sensitivity", mean=0.0 if m == "random" else 0.2 + 0.1 * i, n=15))
     return out
 
 
