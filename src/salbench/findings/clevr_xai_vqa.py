@@ -24,8 +24,8 @@ def gt_ordering(inputs: Inputs, task: str, gt: str) -> Cell:
         variants = [v for v in r.variants(metric, ("gt", "pooling")) if parse_variant(v)["gt"] == gt]
         units = [u for u in r.units_with(metric, variants) if u.task == task]
         if not units:
-            per_metric.append(Cell(metric, INCONCLUSIVE, f"missing rows: no {task} model with {metric} "
-                                                         f"gt={gt},pooling=<p> rows (stage evaluate on {task})"))
+            why = f"missing rows: no {task} model with {metric} gt={gt},pooling=<p> rows (stage evaluate_vqa)"
+            per_metric.append(Cell(metric, INCONCLUSIVE, why))
             continue
         per_metric.append(ordering_votes(r, units, metric, variants, metric))
     return all_of(f"{task} gt={gt}: {' > '.join(ORDER)}", per_metric)

@@ -137,7 +137,7 @@ def load_vqa_run(root: Path, task: str, model: str, split: str) -> VqaRun:
     """One VQA task × model: its results table and examples, the texts of the ``split``'s questions
     (data/render/<task>/<split>_questions.json) and the answer vocabulary (data/render/<task>/vqa.json)."""
     table = read_results(root / "results" / task / f"{model}.csv")
-    examples = load_shard(root / "evaluate" / task / model / "examples.safetensors", f"evaluate@{task}-{model}")
+    examples = load_shard(root / "evaluate" / task / model / "examples.safetensors", f"evaluate_vqa@{task}-{model}")
     render = root / "render" / task
     texts = read_json(render / f"{split}_questions.json") if (render / f"{split}_questions.json").is_file() else []
     wanted = {int(i) for i in np.ravel(examples.get("vqa/question_index", []))}
