@@ -138,6 +138,9 @@ def test_vqa_figures_skip_without_vqa_results(data_root, tmp_path):
     for run in with_rows.vqa:  # results but no example arrays (evaluate.examples: 0): only vqa_questions skips
         run.examples = {}
     assert FIGURES.get("vqa_gt").skip(with_rows) is None
+    with_rows.runs = []  # VQA only (attribute.tasks: []): the classifier figures skip, DEPICT's does not
+    assert "no classifier results" in FIGURES.get("clevr_xai").skip(with_rows)
+    assert FIGURES.get("depict").skip(with_rows) is None and FIGURES.get("vqa_gt").skip(with_rows) is None
     assert "no VQA example arrays" in FIGURES.get("vqa_questions").skip(with_rows)
     params = {"attribute": {"tasks": TASKS}, "train": {"models": {m: {} for m in MODELS}},
               "plot": {"figures": ["vqa_gt", "vqa_questions"], "dpi": 30}}

@@ -147,15 +147,20 @@ def load_vqa_run(root: Path, task: str, model: str, split: str) -> VqaRun:
     return VqaRun(task, model, family, table, examples, questions, answers)
 
 
+def no_runs(inputs: Inputs) -> str | None:
+    """Why a figure of the classifier runs cannot be drawn (None: it can)."""
+    return None if inputs.runs else "no classifier results: attribute.tasks x train.models is empty"
+
+
 @dataclass(frozen=True)
 class Figure:
     """A registered figure: ``draw(inputs) -> matplotlib Figure``, the caption the report shows under it, and
-    ``skip(inputs)``: why it cannot be drawn from these inputs (None: it can)."""
+    ``skip(inputs)``: why it cannot be drawn from these inputs (None: it can; default: :func:`no_runs`)."""
 
     draw: Callable[[Inputs], Any]
     title: str
     caption: str
-    skip: Callable[[Inputs], str | None] = lambda inputs: None
+    skip: Callable[[Inputs], str | None] = no_runs
 
 
 FIGURES: Registry[Figure] = Registry("figure")
