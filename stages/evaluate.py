@@ -27,10 +27,12 @@ from salbench.evaluate import EvalData, evaluate, parse_config
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
 from salbench.evaluate.gt import without_gt_metrics
 from salbench.evaluate.suite import flat_perturbation
+from salbench.evaluate.vqa import evaluate_task
 from salbench.io import atomic_dir
 from salbench.models import preprocess
 from salbench.params import load_params, section
 from salbench.render import load_manifest, load_split
+from salbench.vqa.samples import is_vqa_task
 
 
 @cli
@@ -60,6 +62,16 @@ def main() -> None:
     model_dir = Path(args.models) / args.task / args.model
     models = load_models(model_dir, device, f"train@{args.task}-{args.model}")
     data_dir = Path(args.data or f"data/render/{args.task}")
+    if is_vqa_task(data_dir, str(attribute.get("split", "test"))):  # evaluate_vqa: one sample per question
+        t0 = time.perf_counter()
+        report, family = evaluate_task(models, model_dir, data_dir, attribute, config,
+                                       Path(args.maps or f"data/maps/{name}"),
+                                       f"attribute_vqa@{args.task}-{args.model}", device)
+        with atomic_dir(args.out or f"data/evaluate/{name}") as out:
+            rows = save_report(report, args.task, args.model, family, Path(args.results or f"data/results/{name}.csv"),
+                               Path(args.metrics or f"data/metrics/evaluate/{name}.json"), out)
+        print(f"[evaluate {name}] {len(rows)} result rows for {name} questions in {time.perf_counter() - t0:.1f} s")
+        return
     if (data_dir / "manifest.json").is_file() and not load_manifest(data_dir).get("has_masks", True):
         config, skipped = without_gt_metrics(config)  # an image folder imported without masks
         if skipped:

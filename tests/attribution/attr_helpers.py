@@ -16,8 +16,9 @@ def realistic_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             c = m.num_features
-            m.weight.data = torch.rand(c, generator=g) + 0.5
-            m.bias.data = 0.1 * torch.randn(c, generator=g)
+            if m.affine:
+                m.weight.data = torch.rand(c, generator=g) + 0.5
+                m.bias.data = 0.1 * torch.randn(c, generator=g)
             m.running_mean = 0.1 * torch.randn(c, generator=g)
             m.running_var = torch.rand(c, generator=g) + 0.5
     return model

@@ -10,6 +10,12 @@ plain forward/backward pass also expose :meth:`Method.plan`, which lets :func:`a
 A method that reads per-sample inputs besides the images declares them in ``needs`` (e.g. the GT-mask
 controls: ``("masks",)``) and takes each as a keyword of that name, a tensor with N along its first
 dimension (masks: N×H×W bool); :func:`attribute_many` hands each method the inputs it declares.
+
+Question-conditioned models take further model inputs: every method and :func:`attribute_many` accept
+``additional_inputs`` (a mapping of tensors with N rows, e.g. ``{"tokens": N×L}``, captum's
+``additional_forward_args``); the model is called ``model(images, *additional_inputs.values())`` and the maps
+explain the target w.r.t. the images, those inputs held fixed. Methods with their own passes receive them
+as the keyword ``additional_inputs`` and pass them on, sliced like the images.
 """
 from __future__ import annotations
 
@@ -22,8 +28,16 @@ from torch import Tensor, nn
 from ..config.declare import OneOf, Param, signature_params
 from ..errors import SalbenchError
 from ..registry import Registry
-from .engine import PLAIN, Plan, Reader, Request, _check_inputs, execute
+from .engine import PLAIN, Plan, Reader, Request, _check_inputs, additional_args, execute
 from .model import resolve_layer
+
+Additional = Mapping[str, Tensor] | None
+"""Further model inputs with N rows each (``model(images, *values)``), or None for a plain classifier."""
+
+
+def slice_additional(additional_inputs: Additional, index: slice) -> Additional:
+    """The rows ``index`` of every additional input (None stays None)."""
+    return None if additional_inputs is None else {k: v[index] for k, v in additional_inputs.items()}
 
 
 class Method:
@@ -48,17 +62,21 @@ class Method:
         plan = self.plan(model, **params)
         return [] if plan is None else sorted({r.layer for r in plan.requests if r.layer is not None})
 
-    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
+                additional_inputs: Additional = None, **params: Any) -> Tensor:
         raise NotImplementedError(f"{self.name} has neither an engine plan nor its own computation")
 
     def __call__(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int = 32,
-                 **params: Any) -> Tensor:
+                 additional_inputs: Additional = None, **params: Any) -> Tensor:
         _check_inputs(images, targets)
         check_needs(self, len(images), params)
+        additional_args(additional_inputs, len(images))
         plan = self.plan(model, **params)
         if plan is not None:
-            return execute(model, images, targets, [plan], batch_size=batch_size)[0]
-        return self.compute(model, images, targets.long(), batch_size=batch_size, **params)
+            return execute(model, images, targets, [plan], batch_size=batch_size,
+                           additional_inputs=additional_inputs)[0]
+        return self.compute(model, images, targets.long(), batch_size=batch_size,
+                            additional_inputs=additional_inputs, **params)
 
     def __repr__(self) -> str:
         return f"<attribution method {self.name}>"
@@ -147,9 +165,11 @@ class LayerMethod(Method):
 
 class FunctionMethod(Method):
     """A method with its own passes, from a function ``fn(model, images, targets, *, batch_size, **params)``;
-    ``needs`` names keyword arguments of ``fn`` that are per-sample inputs rather than params."""
+    ``needs`` names keyword arguments of ``fn`` that are per-sample inputs rather than params. A function
+    that calls the model takes ``additional_inputs`` (see the module docstring); one that does not (the
+    controls, random maps) need not, and ignores them."""
 
-    fixed = ("model", "images", "targets", "batch_size")  # the call's arguments; the rest are params
+    fixed = ("model", "images", "targets", "batch_size", "additional_inputs")  # the call's arguments
 
     def __init__(self, fn: Callable[..., Tensor], needs: Sequence[str] = ()) -> None:
         self.fn, self.needs = fn, tuple(needs)
@@ -161,8 +181,11 @@ class FunctionMethod(Method):
     def params(self) -> dict[str, Param]:
         return signature_params(self.fn, skip=(*self.fixed, *self.needs), constraints=self.constraints)
 
-    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
+                additional_inputs: Additional = None, **params: Any) -> Tensor:
         check_params(self.name, params, self.known)
+        if "additional_inputs" in inspect.signature(self.fn).parameters:
+            params["additional_inputs"] = additional_inputs
         return self.fn(model, images, targets, batch_size=batch_size, **params)
 
 
@@ -173,14 +196,18 @@ def attribute_many(
     methods: Sequence[tuple[str | Method, Mapping[str, Any]]],
     *,
     batch_size: int = 32,
+    additional_inputs: Additional = None,
     **inputs: Tensor,
 ) -> list[Tensor]:
     """Maps for several (method, params) at once; every method with an engine plan shares passes.
 
     ``inputs``: per-sample inputs (e.g. ``masks`` N×H×W bool), each handed to the methods that declare
-    it in ``needs``. Returns one N×C'×H×W tensor per entry, in order.
+    it in ``needs``; ``additional_inputs``: further model inputs, e.g. ``{"tokens": N×L}`` for a VQA model
+    (``model(images, *additional_inputs.values())``, see the module docstring). Returns one N×C'×H×W
+    tensor per entry, in order.
     """
     _check_inputs(images, targets)
+    additional_args(additional_inputs, len(images))
     resolved = [(get_method(m), dict(p)) for m, p in methods]
     for method, params in resolved:
         check_needs(method, len(images), inputs)
@@ -188,9 +215,11 @@ def attribute_many(
     plans = [m.plan(model, **p) for m, p in resolved]
     fused = [i for i, plan in enumerate(plans) if plan is not None]
     out: list[Tensor | None] = [None] * len(resolved)
-    for i, maps in zip(fused, execute(model, images, targets, [plans[i] for i in fused], batch_size=batch_size)):
+    for i, maps in zip(fused, execute(model, images, targets, [plans[i] for i in fused], batch_size=batch_size,
+                                        additional_inputs=additional_inputs)):
         out[i] = maps
     for i, (method, params) in enumerate(resolved):
         if out[i] is None:
-            out[i] = method(model, images, targets, batch_size=batch_size, **params)
+            out[i] = method(model, images, targets, batch_size=batch_size, additional_inputs=additional_inputs,
+                            **params)
     return out

@@ -7,19 +7,24 @@ noise, an integration path) and a backward rule (plain gradient, guided backprop
 share their passes: hooks go on every requested layer once, the forward runs once, and one
 ``torch.autograd.grad`` call returns the input and all layer gradients (parameter gradients off).
 Samples or path steps are stacked into the batch dimension, chunked by ``batch_size``.
+
+Question-conditioned models (VQA) take further per-sample inputs, captum's ``additional_forward_args``:
+``additional`` (tensors with N rows, e.g. question tokens N×L) are chunked with the images and repeated for
+each sampler point, and the model is called ``model(x, *additional)``; maps are taken w.r.t. the images only.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import SalbenchError
 from ..registry import Registry
 from .model import ModelInfo, attribution_mode, inspect_model, is_channels_last, model_device, to_spatial
 
@@ -248,16 +253,16 @@ def _check_inputs(images: Tensor, targets: Tensor) -> None:
         )
 
 
-def _pass(model: nn.Module, x: Tensor, targets: Tensor, layers: Sequence[str], need_input: bool,
-          capture: _Capture, info: ModelInfo, image_hw: tuple[int, int],
+def _pass(model: nn.Module, x: Tensor, targets: Tensor, additional: Sequence[Tensor], layers: Sequence[str],
+          need_input: bool, capture: _Capture, info: ModelInfo, image_hw: tuple[int, int],
           channels_last: dict[str, bool]) -> dict[str | None, tuple[Tensor, Tensor]]:
-    """One forward and one backward: (value, gradient of the summed target logits) at the input (key None,
-    if needed) and at each layer (N×K×h×w)."""
+    """One forward ``model(x, *additional)`` and one backward: (value, gradient of the summed target logits)
+    at the input (key None, if needed) and at each layer (N×K×h×w)."""
     # The input always requires grad so the graph exists; autograd.grad only runs the part of the
     # backward that leads to the requested tensors.
     x = x.detach().requires_grad_(True)
     capture.outputs.clear()
-    score = model(x).gather(1, targets[:, None]).sum()
+    score = model(x, *additional).gather(1, targets[:, None]).sum()
     keys = ([None] if need_input else []) + list(layers)
     wrt = [x if key is None else capture.outputs[key] for key in keys]
     grads = torch.autograd.grad(score, wrt, materialize_grads=True)
@@ -271,7 +276,8 @@ def _pass(model: nn.Module, x: Tensor, targets: Tensor, layers: Sequence[str], n
 
 
 def _run_group(
-    model: nn.Module, images: Tensor, targets: Tensor, requests: Sequence[Request], batch_size: int
+    model: nn.Module, images: Tensor, targets: Tensor, requests: Sequence[Request], batch_size: int,
+    additional: Sequence[Tensor] = (),
 ) -> dict[Request, Tensor]:
     """Maps for requests sharing one sampler and one rule, accumulated on ``images.device``.
 
@@ -298,11 +304,13 @@ def _run_group(
                 # its shards on CUDA); a plain copy otherwise
                 x_chunk = images[i0:i1].to(device, non_blocking=True)
                 t_chunk = targets[i0:i1].to(device, non_blocking=True)
+                a_chunk = [a[i0:i1].to(device, non_blocking=True) for a in additional]
                 for s0 in range(0, sampler.size, per_chunk_steps):
                     steps = torch.arange(s0, min(sampler.size, s0 + per_chunk_steps))
                     values = _pass(model, sampler.points(x_chunk, steps.to(device)),
-                                   t_chunk.repeat_interleave(len(steps)), layers, need_input, capture, info, hw,
-                                   channels_last)
+                                   t_chunk.repeat_interleave(len(steps)),
+                                   [a.repeat_interleave(len(steps), dim=0) for a in a_chunk], layers, need_input,
+                                   capture, info, hw, channels_last)
                     w = weights[steps].to(device).view(1, -1, 1, 1, 1)
                     for r in requests:
                         m = r.read(*values[r.layer], **dict(r.options))
@@ -326,14 +334,28 @@ def _run_group(
     return {r: (squares[r] - sums[r] ** 2).clamp_min(0) if r.reduce == "var" else sums[r] for r in requests}
 
 
+def additional_args(additional_inputs: Mapping[str, Tensor] | None, n: int) -> tuple[Tensor, ...]:
+    """The model's extra positional inputs, in the mapping's order, each checked to hold ``n`` rows."""
+    out = []
+    for key, value in (additional_inputs or {}).items():
+        if not isinstance(value, Tensor) or value.dim() == 0 or len(value) != n:
+            got = f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+            raise SalbenchError(f"additional_inputs[{key!r}] must be a tensor with {n} rows, one per image (the "
+                                f"model is called model(images, *additional_inputs.values())), got {got}")
+        out.append(value)
+    return tuple(out)
+
+
 def execute(model: nn.Module, images: Tensor, targets: Tensor, plans: Sequence[Plan],
-            batch_size: int = 32) -> list[Tensor]:
+            batch_size: int = 32, additional_inputs: Mapping[str, Tensor] | None = None) -> list[Tensor]:
     """Evaluate plans together: one pass per chunk for all requests that share a sampler and a rule.
 
-    images: N×C×H×W on any device (chunks go to the model's device); targets: LongTensor N.
+    images: N×C×H×W on any device (chunks go to the model's device); targets: LongTensor N;
+    additional_inputs: further model inputs with N rows each (``model(images, *values)``), e.g. question tokens.
     Returns one N×C'×H×W map per plan, on ``images.device``.
     """
     _check_inputs(images, targets)
+    additional = additional_args(additional_inputs, len(images))
     targets = targets.long()
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -345,5 +367,5 @@ def execute(model: nn.Module, images: Tensor, targets: Tensor, plans: Sequence[P
                 group.append(r)
     results: dict[Request, Tensor] = {}
     for group in groups.values():
-        results.update(_run_group(model, images, targets, group, batch_size))
+        results.update(_run_group(model, images, targets, group, batch_size, additional))
     return [plan.combine([results[r] for r in plan.requests], images) for plan in plans]

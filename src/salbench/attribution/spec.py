@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from torch import nn
+
+from ..registry import UnknownNameError
 from .base import Method, get_method
 from .wrappers import ExplainClass, MetaSaliency, MultiLayer
 
@@ -44,3 +47,22 @@ def build(name: str, entry: Mapping[str, Any] | None = None,
     if "explain" in entry:
         method = ExplainClass(method, entry["explain"])
     return method, {k: v for k, v in entry.items() if k not in WRAPPER_KEYS}
+
+
+def applicable(entries: Mapping[str, Mapping[str, Any] | None], family: str,
+               model: nn.Module) -> tuple[dict[str, tuple[Method, dict[str, Any], str | None]], list[str]]:
+    """The entries built for ``family`` whose layers exist in ``model`` (name -> (method, params, canonical
+    layers or None)), and the names of those skipped because they name layers the model does not have (e.g. the
+    timm ResNet layers of the layer study on a question-conditioned CNN)."""
+    kept, skipped = {}, []
+    for name, entry in entries.items():
+        built = build(name, entry, family)
+        if built is None:
+            continue
+        try:
+            layer = ",".join(built[0].layers(model, **built[1])) or None
+        except UnknownNameError:
+            skipped.append(name)
+            continue
+        kept[name] = (*built, layer)
+    return kept, skipped

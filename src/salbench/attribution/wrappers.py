@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import Registry
-from .base import Method, get_method, reject_needs
+from .base import Additional, Method, get_method, reject_needs, slice_additional
 from .engine import Plan
 from .model import attribution_mode, model_device
 
@@ -77,9 +77,10 @@ class MultiLayer(Method):
             return None
         return Plan(tuple(p.requests[0] for p in plans), self._combine)
 
-    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
-        maps = [self.base(model, images, targets, batch_size=batch_size, layer=layer, **params)
-                for layer in self.layer_names]
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
+                additional_inputs: Additional = None, **params: Any) -> Tensor:
+        maps = [self.base(model, images, targets, batch_size=batch_size, additional_inputs=additional_inputs,
+                          layer=layer, **params) for layer in self.layer_names]
         return self._combine(maps, images)
 
 
@@ -111,7 +112,8 @@ class MetaSaliency(Method):
     def layers(self, model: nn.Module, **params: Any) -> list[str]:
         return self.base.layers(model, **params)
 
-    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
+                additional_inputs: Additional = None, **params: Any) -> Tensor:
         device, saved = model_device(model), _snapshot(model)
         modes = [(m, m.training) for m in model.modules()]
         weights = list(model.parameters())
@@ -120,18 +122,19 @@ class MetaSaliency(Method):
         try:
             model.eval()
             for i in range(len(images)):
-                x, t = images[i:i + 1], targets[i:i + 1]
+                x, t, extra = images[i:i + 1], targets[i:i + 1], slice_additional(additional_inputs, slice(i, i + 1))
                 with torch.enable_grad():
                     for p in weights:
                         p.requires_grad_(True)
-                    loss = F.cross_entropy(model(x.to(device)), t.to(device))
+                    args = [a.to(device) for a in (extra or {}).values()]
+                    loss = F.cross_entropy(model(x.to(device), *args), t.to(device))
                     grads = torch.autograd.grad(loss, weights, allow_unused=True)
                 with torch.no_grad():
                     for p, g, flag in zip(weights, grads, flags):
                         p.requires_grad_(flag)
                         if g is not None:
                             p.sub_(self.lr * g)
-                maps.append(self.base(model, x, t, batch_size=batch_size, **params))
+                maps.append(self.base(model, x, t, batch_size=batch_size, additional_inputs=extra, **params))
                 _restore(model, saved)
         finally:
             _restore(model, saved)
@@ -151,17 +154,20 @@ TARGETS.register("lowest")(lambda logits, labels: logits.softmax(1).argmin(1))
 
 @torch.no_grad()
 def select_targets(model: nn.Module, images: Tensor, labels: Tensor, which: str = "predicted",
-                   batch_size: int = 32) -> Tensor:
+                   batch_size: int = 32, additional_inputs: Additional = None) -> Tensor:
     """The class to explain per image: "predicted" (argmax), "true" (``labels``) or "lowest" (min softmax).
 
-    images: N×C×H×W; labels: LongTensor N. Returns LongTensor N on ``labels.device``.
+    images: N×C×H×W; labels: LongTensor N; additional_inputs: further model inputs (N rows each).
+    Returns LongTensor N on ``labels.device``.
     """
     pick = TARGETS.get(which)
     if which == "true":
         return labels.long()
     device = model_device(model)
     with attribution_mode(model):
-        logits = torch.cat([model(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
+        logits = torch.cat([model(images[i:i + batch_size].to(device),
+                                  *[a[i:i + batch_size].to(device) for a in (additional_inputs or {}).values()])
+                            for i in range(0, len(images), batch_size)])
     return pick(logits, labels.to(device)).to(labels.device)
 
 
@@ -182,20 +188,22 @@ class ExplainClass(Method):
     def layers(self, model: nn.Module, **params: Any) -> list[str]:
         return self.base.layers(model, **params)
 
-    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int, **params: Any) -> Tensor:
-        chosen = select_targets(model, images, targets, self.which, batch_size)
-        return self.base(model, images, chosen, batch_size=batch_size, **params)
+    def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
+                additional_inputs: Additional = None, **params: Any) -> Tensor:
+        chosen = select_targets(model, images, targets, self.which, batch_size, additional_inputs)
+        return self.base(model, images, chosen, batch_size=batch_size, additional_inputs=additional_inputs, **params)
 
-    def explained(self, model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 32) -> Tensor:
+    def explained(self, model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 32,
+                  additional_inputs: Additional = None) -> Tensor:
         """The classes (LongTensor N) the maps of images N×C×H×W with true ``labels`` explain."""
-        return select_targets(model, images, labels, self.which, batch_size)
+        return select_targets(model, images, labels, self.which, batch_size, additional_inputs)
 
 
 def call_targets(method: Method, model: nn.Module, images: Tensor, labels: Tensor, targets: Tensor,
-                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
+                 batch_size: int = 32, additional_inputs: Additional = None) -> tuple[Tensor, Tensor]:
     """(targets to call ``method`` with, the classes its maps explain) for a stage that explains ``targets``
     (N) by default: an :class:`ExplainClass` entry gets the true ``labels`` and explains its own choice."""
     if isinstance(method, ExplainClass):
-        return labels, method.explained(model, images, labels, batch_size)
+        return labels, method.explained(model, images, labels, batch_size, additional_inputs)
     return targets, targets
 

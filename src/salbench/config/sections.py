@@ -294,6 +294,7 @@ class Attribute(Section):
     shard_size: PosInt = 256
     map_dtype: Literal["float32", "float16"] = "float32"
     methods: dict[str, dict[str, Any] | None] = {}  # entries: checked by validate.method_entry
+    vqa_questions: PosInt | None = 128  # VQA tasks: the first questions of the split (None: all)
 
 
 class EntryKeys(Section):

@@ -509,7 +509,8 @@ def _stage_checks(p: S.Params, params: Mapping[str, Any], stage: str, task: str 
     listed = {"train": ("train.tasks", p.train and p.train.tasks),
               "attribute": ("attribute.tasks", p.attribute and p.attribute.tasks),
               "evaluate": ("attribute.tasks", p.attribute and p.attribute.tasks)}
-    vqa = stage == "train" and p.train is not None and task in p.train.vqa_tasks  # stage train_vqa
+    # stages train_vqa, attribute_vqa, evaluate_vqa: a VQA task with a question model
+    vqa = stage in ("train", "attribute", "evaluate") and p.train is not None and task in p.train.vqa_tasks
     if task is not None and not vqa and stage in listed and listed[stage][1] and task not in listed[stage][1]:
         where, known = listed[stage]
         errors.append(f"--task {task}: {_unknown(task, known, 'task')} ({where})")

@@ -49,7 +49,7 @@ def headlines(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     (headlines whose rows are absent are left out)."""
     out: dict[str, Any] = {}
     for r in rows:
-        if r["metric"] == "accuracy":
+        if r["metric"] == "accuracy" and not r["variant"]:  # VQA tables add per-family rows (family=<name>)
             out.update(accuracy=round(r["mean"], 6), n_test=int(r["n"]))
     for h in HEADLINES:
         best = _best(rows, h)

@@ -29,14 +29,21 @@ class RandomizationResult(NamedTuple):
 def model_blocks(model: nn.Module) -> list[str]:
     """Module names of the blocks of a timm ResNet or VisionTransformer, output to input.
 
-    ResNet: fc, layer4, ..., layer1, conv1; ViT: head, blocks.K, ..., blocks.0, patch_embed. The
-    network may be wrapped (e.g. behind a normalisation layer); names then carry its prefix.
+    ResNet: fc, layer4, ..., layer1, conv1; ViT: head, blocks.K, ..., blocks.0, patch_embed; a question-conditioned
+    model (salbench.models.question): its top-level modules with parameters in reverse order of definition, the
+    question's embedding and recurrent encoder left out (randomising them changes the question, not the image
+    path). The network may be wrapped (e.g. behind a normalisation layer); names then carry its prefix.
     """
     from timm.models.resnet import ResNet
     from timm.models.vision_transformer import VisionTransformer
 
+    from ..models.question import QuestionModel
+
     for prefix, module in model.named_modules():
-        if isinstance(module, ResNet):
+        if isinstance(module, QuestionModel):
+            names = [n for n, m in reversed(list(module.named_children()))
+                     if any(True for _ in m.parameters()) and not isinstance(m, (nn.Embedding, nn.RNNBase))]
+        elif isinstance(module, ResNet):
             names = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]
         elif isinstance(module, VisionTransformer):
             names = ["head", *[f"blocks.{i}" for i in reversed(range(len(module.blocks)))], "patch_embed"]

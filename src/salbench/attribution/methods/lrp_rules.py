@@ -252,19 +252,20 @@ def _norm_rules() -> dict[type, type[Function]]:
 
 
 @contextlib.contextmanager
-def _swapped_forwards(swaps: list[tuple[nn.Module, Callable]]) -> Iterator[None]:
-    """Give modules another forward (an instance attribute) for the block; the class forward returns after."""
-    saved = [(m, m.__dict__.get("forward")) for m, _ in swaps]
+def _swapped_forwards(swaps: list[tuple[nn.Module, Callable]], method: str = "forward") -> Iterator[None]:
+    """Give modules another ``method`` (an instance attribute, default their forward) for the block; the
+    class's method returns after."""
+    saved = [(m, m.__dict__.get(method)) for m, _ in swaps]
     try:
         for m, fn in swaps:
-            m.forward = fn
+            setattr(m, method, fn)
         yield
     finally:
         for m, old in saved:
             if old is None:
-                del m.forward
+                delattr(m, method)
             else:
-                m.forward = old
+                setattr(m, method, old)
 
 
 @contextlib.contextmanager
@@ -389,9 +390,13 @@ def _folded(layer: nn.Module, norm: nn.Module | None) -> _Layer:
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     if norm is None:
         return _Layer(layer, w, b)
-    scale = norm.weight.detach() / (norm.running_var + norm.eps).sqrt()
-    bias = (torch.zeros_like(norm.running_mean) if b is None else b) - norm.running_mean
-    return _Layer(layer, w * scale.view(-1, *[1] * (w.dim() - 1)), bias * scale + norm.bias.detach())
+    scale = (norm.running_var + norm.eps).rsqrt()
+    if norm.weight is not None:  # affine=False (FiLM's blocks): no scale or shift of its own
+        scale = scale * norm.weight.detach()
+    bias = ((torch.zeros_like(norm.running_mean) if b is None else b) - norm.running_mean) * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias.detach()
+    return _Layer(layer, w * scale.view(-1, *[1] * (w.dim() - 1)), bias)
 
 
 @dataclass(frozen=True)
@@ -408,24 +413,48 @@ class EpsilonPlusFlat:
         if not pairs:
             raise LRPError(f"lrp: {type(inner).__name__} has no convolution or linear layer")
         handles, swaps, inputs = [], [], {}
+        # the flat rule goes to the first convolution (a question model's question path may come first)
+        first = next((i for i, (layer, _) in enumerate(pairs) if isinstance(layer, nn.Conv2d)), 0)
         for i, (layer, norm) in enumerate(pairs):
             if isinstance(layer, nn.Conv2d) and (layer.padding_mode != "zeros" or isinstance(layer.padding, str)):
                 raise LRPError(f"lrp: convolution {layer} pads by {layer.padding_mode!r}/{layer.padding!r}; "
                                f"only zero padding of explicit size is supported")
-            if i == 0 and getattr(layer, "groups", 1) != 1:
+            if i == first and getattr(layer, "groups", 1) != 1:
                 raise LRPError(f"lrp: the first layer {layer} is a grouped convolution; the flat rule here "
                                f"needs groups=1")
-            if isinstance(layer, nn.Linear) and i > 0:
+            if isinstance(layer, nn.Linear) and i != first:
                 handles += _epsilon_hooks([norm or layer], self.epsilon)
                 continue
-            rule, folded = (_Flat if i == 0 else _ZPlus), _folded(layer, norm)
+            rule, folded = (_Flat if i == first else _ZPlus), _folded(layer, norm)
             if norm is None:
                 swaps.append((layer, _rule_forward(rule, layer, folded, self.stabilizer)))
             else:  # the conv keeps its input and runs without a graph; the batch norm after it applies the rule
                 swaps.append((layer, _kept_input_forward(layer, inputs)))
                 swaps.append((norm, _rule_forward(rule, norm, folded, self.stabilizer, inputs, layer)))
-        with _out_of_place(inner), _hooks(handles), _swapped_forwards(swaps):
+        with _out_of_place(inner), _hooks(handles), _swapped_forwards(swaps), _question_model_input(inner):
             yield
+
+
+@contextlib.contextmanager
+def _question_model_input(model: nn.Module) -> Iterator[None]:
+    """A question-conditioned model (salbench.models.question) standardises and average-pools its images
+    inside (``normalise``): while open, the standardisation passes relevance by the identity rule (it is
+    elementwise) and the pooling by its gradient (each pooled pixel's relevance spread evenly over its
+    pool×pool pixels), so relevance at the images sums to the relevance at the first convolution's input.
+    Other models are left as they are."""
+    from ...models.question import QuestionModel
+
+    if not isinstance(model, QuestionModel):
+        yield
+        return
+    standardised = type(model).normalise.__get__(model)
+
+    def normalise(images: Tensor) -> Tensor:
+        pooled = F.avg_pool2d(images, model.pool) if model.pool > 1 else images
+        return pooled + (standardised(images) - pooled).detach()  # forward: standardised; backward: pooled's
+
+    with _swapped_forwards([(model, normalise)], "normalise"):
+        yield
 
 
 def make_rule(family: str, rule: str | None = None, epsilon: float | None = None,

@@ -13,7 +13,7 @@ from annotated_types import Ge
 from torch import Tensor, nn
 
 from ...config.declare import OneOf
-from ..base import METHODS, Method, get_method, register, reject_needs
+from ..base import METHODS, Additional, Method, get_method, register, reject_needs
 from ..engine import Noise, Plan, with_sampler
 
 
@@ -44,13 +44,14 @@ class NoiseWrapper(Method):
         return get_method(base).layers(model, **base_params)
 
     def compute(self, model: nn.Module, images: Tensor, targets: Tensor, *, batch_size: int,
-                base: str | Method = "gradient", samples: int = 16, sigma: float = 0.15, seed: int = 0,
-                **base_params: Any) -> Tensor:
+                additional_inputs: Additional = None, base: str | Method = "gradient", samples: int = 16,
+                sigma: float = 0.15, seed: int = 0, **base_params: Any) -> Tensor:
         method, sampler = get_method(base), self._sampler(samples, sigma, seed)
         total = squares = None
         for s in range(sampler.size):
             noisy = sampler.points(images, images.new_tensor([s]).long())
-            m = method(model, noisy, targets, batch_size=batch_size, **base_params)
+            m = method(model, noisy, targets, batch_size=batch_size, additional_inputs=additional_inputs,
+                       **base_params)
             total = m if total is None else total + m
             if self.reduce == "var":
                 squares = m * m if squares is None else squares + m * m
