@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-import matplotlib
 import numpy as np
 
 from ..results import parse_variant, variant
@@ -70,7 +69,7 @@ def gt_settings(run: VqaRun, metric: str) -> tuple[list[str], str | None]:
 def draw_gt(inputs: Inputs) -> Any:
     plt = pyplot()
     runs = ordered_runs(inputs)
-    colors = dict(zip(GT_ORDER, matplotlib.colormaps["Set2"].colors))
+    colors = dict(zip(GT_ORDER, plt.colormaps["Set2"].colors))
     width = max(len(methods_of(r.table)) for r in runs)
     fig, axes = plt.subplots(len(METRICS), len(runs), figsize=(0.45 * width * len(runs) + 1.5, 7.0), squeeze=False,
                              layout="constrained")
