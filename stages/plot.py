@@ -1,9 +1,12 @@
 """DVC stage `plot`: the papers' figures from the results tables, and the HTML report.
 
 Reads the results tables data/results/<task>/<model>.csv (every number; schema: salbench.results) and the
-example arrays data/evaluate/<task>/<model>/ for every task of `attribute` and model of `train`,
-data/concepts/permutation/results.json (DEPICT) and data/findings/findings.json (the verdicts, stage
-findings: the top of the report).
+example arrays data/evaluate/<task>/<model>/ for every task of `attribute` and model of `train`, and for the VQA
+tasks × models (train.vqa_tasks × train.vqa_models) whose results table exists, with their question texts
+data/render/<task>/<attribute.split>_questions.json and answers data/render/<task>/vqa.json (not a declared dependency:
+the examples in data/evaluate change with the render), data/concepts/permutation/results.json (DEPICT) and
+data/findings/findings.json (the verdicts, stage findings: the top of the report). A figure that cannot be drawn
+from these (the VQA figures without VQA results) is skipped with its reason, printed and listed in the report.
 Writes data/plots/figures/<figure>.png (the figures of `plot.figures`, see salbench.plots.FIGURES) and
 data/report/index.html (self-contained: figures embedded as base64 PNG, captions, tables with CIs and counts).
 """
@@ -39,20 +42,27 @@ def main() -> None:
     names = list(p.get("figures") or FIGURES.names())
     for name in names:
         FIGURES.get(name)
-    tasks, models = section(params, "attribute")["tasks"], section(params, "train")["models"]
-    inputs = load_inputs(Path(args.data), list(tasks), list(models), depict="depict" in names)
+    attribute, train = section(params, "attribute"), section(params, "train")
+    inputs = load_inputs(Path(args.data), list(attribute["tasks"]), list(train["models"]), depict="depict" in names,
+                         vqa_tasks=list(train.get("vqa_tasks") or []), vqa_models=list(train.get("vqa_models") or {}),
+                         split=attribute.get("split", "test"))
     verdicts = read_json(Path(args.data) / "findings" / "findings.json", "findings")
     plt, dpi = pyplot(), int(p.get("dpi", 110))
-    pngs = {}
+    pngs, skipped = {}, {}
     with atomic_dir(args.figures) as out:
         for name in names:
+            reason = FIGURES.get(name).skip(inputs)
+            if reason:
+                skipped[name] = reason
+                print(f"[plot] skipped {name}: {reason}")
+                continue
             fig = FIGURES.get(name).draw(inputs)
             pngs[name] = png_bytes(fig, dpi)
             plt.close(fig)
             (out / f"{name}.png").write_bytes(pngs[name])
     Path(args.report).mkdir(parents=True, exist_ok=True)
     with atomic_file(Path(args.report) / "index.html") as f:
-        f.write(render_report(inputs, pngs, findings_html(verdicts["findings"], verdicts["controls"])))
+        f.write(render_report(inputs, pngs, findings_html(verdicts["findings"], verdicts["controls"]), skipped))
     print(f"[plot] {len(pngs)} figures, report {Path(args.report) / 'index.html'}")
 
 

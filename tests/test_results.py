@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from salbench.errors import SalbenchError
-from salbench.results import COLUMNS, CONTROLS, ResultsError, parse_variant, read_results, role, variant, write_results
+from salbench.results import (COLUMNS, CONTROLS, Lookup, ResultsError, parse_variant, read_results, role, variant,
+                              variants_with, write_results)
 
 sys.path.insert(0, str(Path(__file__).parent / "plots"))
 from plot_synthetic import rows as synthetic_rows  # noqa: E402
@@ -94,3 +95,21 @@ def test_a_table_off_the_schema_is_a_clear_error(tmp_path):
         read_results(tmp_path / "t" / "missing.csv")
     both = read_results([tmp_path / "r.csv", tmp_path / "r.csv"])
     assert len(both) == 2 * len(rows)
+
+
+def test_lookup_finds_rows_by_key_and_selects_with_wildcards(tmp_path):
+    write_results(tmp_path / "r.csv", synthetic_rows("t", "m", "cnn", poolings=["l1", "max_norm"]))
+    table = read_results(tmp_path / "r.csv")
+    lookup = Lookup(table)
+    row = lookup.row("t", "m", "gradient", "mass_accuracy", "pooling=l1")
+    assert row["mean"] == pytest.approx(1 / 6) and row["n"] == 7  # gradient: the 1st of 5 synthetic methods
+    assert lookup.row("t", "m", "gradient", "mass_accuracy", "pooling=l2") is None
+    assert lookup.row("t", "m", "gradient", "perturbation_curve", "order=morf", "score") is None  # a curve: no scalar
+    curve = lookup.row("t", "m", "gradient", "perturbation_curve", "order=morf", "score", step=0.5)
+    assert curve["mean"] == pytest.approx(0.9 - 0.5 / 6)
+    assert set(lookup.select(metric="mass_accuracy", variant=None, method="gradient")["variant"]) == {
+        "pooling=l1", "pooling=max_norm", "pooling=l1,saliency=meta", "pooling=l1,saliency=plain"}
+    assert len(lookup.select()) == len(table)
+    assert variants_with(table, "mass_accuracy", ["pooling"]) == ["pooling=l1", "pooling=max_norm"]
+    assert variants_with(table, "mass_accuracy", ["saliency", "pooling"]) == ["pooling=l1,saliency=meta",
+                                                                               "pooling=l1,saliency=plain"]

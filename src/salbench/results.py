@@ -149,6 +149,44 @@ def empty_results():
                          for c, (t, _) in COLUMNS.items()})
 
 
+def variants_with(table: Any, metric: str, keys: Iterable[str]) -> list[str]:
+    """The variants of ``metric`` in ``table`` whose settings are exactly ``keys`` (e.g. ("pooling",) finds
+    ``pooling=l1`` but not ``pooling=l1,saliency=meta``), sorted."""
+    keys = set(keys)
+    found = set(table.loc[table["metric"] == metric, "variant"])
+    return sorted(v for v in found if v and set(parse_variant(v)) == keys)
+
+
+class Lookup:
+    """Row look-ups in a results table (a DataFrame of :func:`read_results`) by its keys: the one index that the
+    findings (salbench.findings.table) and the figures (salbench.plots.base) read rows through."""
+
+    def __init__(self, table: Any) -> None:
+        import pandas as pd
+
+        self.table = table
+        steps = [None if pd.isna(s) else float(s) for s in table["step"]]
+        keys = zip(table["task"], table["model"], table["method"], table["metric"], table["variant"],
+                   table["statistic"], steps)
+        self._rows = {k: i for i, k in enumerate(keys)}
+
+    def row(self, task: str, model: str, method: str, metric: str, variant: str = "", statistic: str = "value",
+            step: float | None = None) -> Any:
+        """The row (a pandas Series) with these keys (``step`` None: the scalar row), or None when absent."""
+        i = self._rows.get((task, model, method, metric, variant, statistic, step))
+        return None if i is None else self.table.iloc[i]
+
+    def select(self, **where: Any) -> Any:
+        """The rows whose columns equal the given values (a value of None matches anything), in table order."""
+        t = self.table
+        mask = None
+        for column, value in where.items():
+            if value is not None:
+                m = t[column] == value
+                mask = m if mask is None else mask & m
+        return t if mask is None else t[mask]
+
+
 def results_paths(root: str | Path, tasks: Sequence[str], models: Sequence[str]) -> list[Path]:
     """``root/<task>/<model>.csv`` for every task × model (root: data/results)."""
     return [Path(root) / task / f"{model}.csv" for task in tasks for model in models]

@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 import pytest
-from findings_synthetic import EXPECTED, FLIPS, synthetic_depict, synthetic_table
+from findings_synthetic import EXPECTED, FLIPS, set_mean, synthetic_depict, synthetic_table
 
 from salbench.findings import FINDINGS, INCONCLUSIVE, Inputs, Results, evaluate_findings
 from salbench.findings.depict import generator_cell
@@ -102,3 +102,37 @@ def test_gt_vs_perturbation_reports_rho_and_p(table: pd.DataFrame) -> None:
 def test_findings_are_deterministic(table: pd.DataFrame) -> None:
     runs = [[f.to_json() for f in evaluate_findings(Inputs(Results(table), synthetic_depict()))] for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_vqa_ordering_is_stated_per_task_and_gt_kind_with_numbers(table: pd.DataFrame) -> None:
+    f = verdict(table, None, "clevr_xai_vqa_simple_single_object").to_json()
+    # 2 GT metrics x 6 poolings x 2 VQA models x 2 adjacent pairs; only gt=single_object rows of vqa-simple
+    leaves = [leaf for metric in f["result"]["parts"] for cell in metric["parts"] for leaf in cell["parts"]]
+    assert len(leaves) == 48 and all(leaf["verdict"] == "reproduced" for leaf in leaves)
+    stats = {s["label"]: s for s in leaves[0]["stats"]}
+    lrp = stats["film-small lrp mass_accuracy gt=single_object,pooling=l1"]
+    assert lrp["n"] == 150 and lrp["mean"] == pytest.approx(0.73) and lrp["ci_high"] == pytest.approx(0.75)
+    # the classifier-only table: every VQA finding is undecided and names the task it lacks
+    classifier = verdict(table[~table["task"].str.startswith("vqa-")], None, "clevr_xai_vqa_complex_union")
+    assert classifier.verdict == INCONCLUSIVE and "no vqa-complex model with mass_accuracy" in classifier.explanation
+
+
+def test_question_sensitivity_bar_lies_midway_from_the_random_control_to_one(table: pd.DataFrame) -> None:
+    f = verdict(table, None, "vqa_question_sensitivity").to_json()
+    units = [p["label"] for p in f["result"]["parts"]]
+    assert units == ["vqa-simple film-small", "vqa-simple rn-small", "vqa-complex film-small", "vqa-complex rn-small"]
+    cells = {c["label"].split(" ")[0]: c for c in f["result"]["parts"][0]["parts"]}  # real methods only, not edge
+    assert sorted(cells) == ["gradient", "gradient_x_input", "integrated_gradients", "lrp"]
+    assert cells["lrp"]["label"] == "lrp below 0.500 (midway from random 0.000 to 1)"
+    assert cells["gradient_x_input"]["verdict"] == "reproduced" and cells["gradient"]["verdict"] == "not_reproduced"
+    why = cells["gradient"]["why"]
+    assert "film-small gradient question_sensitivity 0.600 [0.560, 0.640] n=120 lies above 0.5" in why
+    # random maps correlated at 0.5 across questions: the bar moves to 0.75 and gradient now holds too
+    moved = verdict(set_mean(table, 0.5, method="random", metric="question_sensitivity"), None,
+                    "vqa_question_sensitivity")
+    assert moved.verdict == "reproduced" and moved.counts() == {"reproduced": 16, "not_reproduced": 0,
+                                                                "inconclusive": 0}
+    # without the random control's row: undecided, naming it
+    missing = verdict(table[table["method"] != "random"], None, "vqa_question_sensitivity")
+    assert missing.verdict == INCONCLUSIVE
+    assert "missing row: film-small random question_sensitivity" in missing.explanation

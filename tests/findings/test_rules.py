@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from salbench.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Cell, Stat
-from salbench.findings.rules import Z95, all_of, average, better, beyond, most_of, rank_agreement
+from salbench.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Cell, Results, Stat
+from salbench.findings.rules import Z95, all_of, average, better, beyond, most_of, paired_votes, rank_agreement
 
 
 def s(mean: float, half: float = 0.1, label: str = "x") -> Stat:
@@ -74,3 +74,25 @@ def test_rank_agreement_exact_permutation_p() -> None:
     # wide CIs: the bootstrap CI of rho widens
     rho, _ = rank_agreement("rho", [s(v, 0.5) for v in (0.1, 0.2, 0.3, 0.4)], x)
     assert rho.ci_low < 0.5
+
+
+def test_paired_votes_compare_two_variants_per_model_and_method() -> None:
+    import pandas as pd
+
+    from salbench.results import COLUMNS
+
+    def row(model: str, method: str, v: str, mean: float) -> dict:
+        return dict(task="t", model=model, family="cnn", method=method, role="method", metric="m", variant=v,
+                    statistic="value", step=math.nan, step_label="", mean=mean, ci_low=mean - 0.1,
+                    ci_high=mean + 0.1, n=10, n_undefined=0)
+
+    # a: 0.9 vs b: 0.5 holds; 0.5 vs 0.45 overlaps; 0.2 vs 0.8 fails; "c" lacks its b row: undecided, named
+    rows = [row("m1", "a", "k=a", 0.9), row("m1", "a", "k=b", 0.5), row("m1", "b", "k=a", 0.5),
+            row("m1", "b", "k=b", 0.45), row("m2", "a", "k=a", 0.2), row("m2", "a", "k=b", 0.8),
+            row("m2", "c", "k=a", 0.9)]
+    cell = paired_votes("a > b", Results(pd.DataFrame(rows, columns=list(COLUMNS))), "m", "k=a", "k=b")
+    assert [(p.label, p.verdict) for p in cell.parts] == [("m1 a", R), ("m1 b", U), ("m2 a", N), ("m2 c", U)]
+    assert cell.verdict == U and "missing row: m2 c m k=b" in cell.parts[3].why
+    lower = paired_votes("a < b", Results(pd.DataFrame(rows, columns=list(COLUMNS))), "m", "k=a", "k=b",
+                         higher=False)
+    assert [p.verdict for p in lower.parts] == [N, U, R, U]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from salbench.io import save_shard
+from salbench.io import save_shard, write_json
 from salbench.results import role, variant, write_results
 
 METHODS = ["gradient", "gradcam", "normgrad", "random", "edge"]
@@ -77,3 +77,55 @@ def write_data(root: Path, task: str, models: dict[str, str], poolings: list[str
     for k, (model, family) in enumerate(models.items()):
         write_results(root / "results" / task / f"{model}.csv", rows(task, model, family, poolings))
         save_shard(root / "evaluate" / task / model / "examples.safetensors", examples(k))
+
+
+VQA_METHODS = ["lrp", "integrated_gradients", "gradient_x_input", "random"]
+VQA_POOLINGS = ["max_norm", "l2_sq", "l1"]
+K, QUESTIONS = 3, 12  # questions per example image; questions in the split
+ANSWERS = ["no", "yes", "0", "1", "2", "red", "blue", "cube", "sphere"]
+
+
+def vqa_rows(task: str, model: str, gts: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The contract's VQA rows: answer accuracy (all and per family), mass / rank accuracy per gt=<kind>,pooling=<p>,
+    pointing game per GT kind and question sensitivity; LRP > IG > G×I by construction."""
+    out = [_row(task, model, "cnn", "", "accuracy", mean=0.9, n=40),
+           _row(task, model, "cnn", "", "accuracy", {"family": "query_color"}, mean=0.95, n=20)]
+    for i, m in enumerate(VQA_METHODS):
+        v = 0.8 - 0.2 * i
+        r = lambda *a, **k: _row(task, model, "cnn", m, *a, **k)  # noqa: E731
+        for j, gt in enumerate(gts):
+            out += [r(metric, {"gt": gt, "pooling": p}, mean=v - 0.05 * j) for metric in ("mass_accuracy",
+                                                                                    "rank_accuracy")
+                    for p in VQA_POOLINGS]
+            out.append(r("pointing_game", {"gt": gt, "pooling": "max_norm", "tolerance": 0}, mean=v))
+        out.append(r("question_sensitivity", mean=0.0 if m == "random" else 0.2 + 0.1 * i, n=15))
+    return out
+
+
+def vqa_examples(gts: tuple[str, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    """The contract's VQA example arrays (E images × K questions); the first GT kind is empty for question 1 (the
+    outline falls back to the next kind)."""
+    rng = np.random.default_rng(seed)
+    out = {"vqa/images": rng.random((EXAMPLES, 3, SIZE, SIZE), dtype=np.float32),
+           "vqa/question_index": np.arange(EXAMPLES * K, dtype=np.int64).reshape(EXAMPLES, K),
+           "vqa/answers": rng.integers(0, len(ANSWERS), (EXAMPLES, K)),
+           "vqa/predictions": rng.integers(0, len(ANSWERS), (EXAMPLES, K))}
+    for m in VQA_METHODS:
+        out[f"vqa/map/{m}"] = rng.random((EXAMPLES, K, SIZE, SIZE), dtype=np.float32)
+    for j, gt in enumerate(gts):
+        mask = np.zeros((EXAMPLES, K, SIZE, SIZE), dtype=bool)
+        mask[..., 4:8 + 2 * j, 4:8 + 2 * j] = True
+        mask[:, 1] = mask[:, 1] & (j > 0)
+        out[f"vqa/gt/{gt}"] = mask
+    return out
+
+
+def write_vqa_data(root: Path, task: str, models: list[str], gts: tuple[str, ...]) -> None:
+    """A VQA task's results tables and examples per model, and data/render/<task>/{test_questions,vqa}.json."""
+    for k, model in enumerate(models):
+        write_results(root / "results" / task / f"{model}.csv", vqa_rows(task, model, gts))
+        save_shard(root / "evaluate" / task / model / "examples.safetensors", vqa_examples(gts, k))
+    write_json(root / "render" / task / "test_questions.json",
+               [{"image_index": i // 4, "question": f"What colour is the large metal thing number {i}?",
+                 "program": []} for i in range(QUESTIONS)])
+    write_json(root / "render" / task / "vqa.json", {"answers": ANSWERS})

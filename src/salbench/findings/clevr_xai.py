@@ -2,8 +2,12 @@
 perturbation rankings."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 from .base import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Cell, Inputs, Stat, finding
 from .rules import ALPHA, all_of, better, most_of, rank_agreement, stat
+from .table import Results, Unit
 
 PAPER = "Osman, Arras, Samek 2020: Towards Ground Truth Evaluation of Visual Explanations (CLEVR-XAI)"
 ORDER = ("lrp", "integrated_gradients", "gradient_x_input")
@@ -17,11 +21,20 @@ ORDER_RULE = (
     "both GT metrics (all_of).")
 
 
+def ordering_votes(r: Results, units: Sequence[Unit], metric: str, variants: Sequence[str], label: str) -> Cell:
+    """Per model and variant (channel pooling) of ``metric``: every adjacent pair of :data:`ORDER` CI-separated in
+    the claimed direction (all_of); the (model, variant) cells vote (most_of)."""
+    pairs = list(itertools.pairwise(ORDER))
+    cells = [all_of(f"{u.model} {metric} {v}", [
+        better(stat(r, u, a, metric, v), stat(r, u, b, metric, v), label=f"{a} > {b}") for a, b in pairs])
+        for u in units for v in variants]
+    return most_of(f"{label} ({len(variants)} poolings x {len(units)} models)", cells)
+
+
 def ordering(inputs: Inputs, family: str) -> Cell:
     r = inputs.results
-    units = r.units_of(family)
     label = f"{family}: {' > '.join(ORDER)}"
-    if not units:
+    if not r.units_of(family):
         return Cell(label, INCONCLUSIVE, f"no {family} model in the results table")
     per_metric = []
     for metric in GT_METRICS:
@@ -29,13 +42,8 @@ def ordering(inputs: Inputs, family: str) -> Cell:
         if not poolings:
             per_metric.append(Cell(metric, INCONCLUSIVE, f"missing rows: no {metric} pooling=<p> rows"))
             continue
-        cells = []
-        for u in units:
-            for v in poolings:
-                pairs = [better(stat(r, u, a, metric, v), stat(r, u, b, metric, v), label=f"{a} > {b}")
-                         for a, b in zip(ORDER, ORDER[1:])]
-                cells.append(all_of(f"{u.model} {metric} {v}", pairs))
-        per_metric.append(most_of(f"{metric} ({len(poolings)} poolings x {len(units)} models)", cells))
+        # the models with classifier-style rows: VQA models have gt=<kind>,pooling=<p> rows instead
+        per_metric.append(ordering_votes(r, r.units_with(metric, poolings, family), metric, poolings, metric))
     return all_of(label, per_metric)
 
 
@@ -69,8 +77,8 @@ for _family, (_name, _note) in FAMILIES.items():
 def gt_vs_perturbation(inputs: Inputs) -> Cell:
     r = inputs.results
     cells = []
-    for u in r.units:
-        mass_v = f"pooling={AGREEMENT_POOLING}"
+    mass_v = f"pooling={AGREEMENT_POOLING}"
+    for u in r.units_with("mass_accuracy", [mass_v]):
         morf = set(r.methods(u, "aopc", "order=morf"))
         methods = [m for m in r.methods(u, "mass_accuracy", mass_v) if m in morf]
         label = f"{u.model}: ρ(mass_accuracy {mass_v}, aopc order=morf)"

@@ -21,7 +21,7 @@ CONTROLS = ("edge", "random", "gt_mask", "gt_blur")
 HIGHER_IS_BETTER = {
     "mass_accuracy": True, "rank_accuracy": True, "pointing_game": True, "cose": True,
     "cascading_randomization": False, "independent_randomization": False, "data_randomization": False,
-    "class_sensitivity": False,
+    "class_sensitivity": False, "question_sensitivity": False,
     "smooth_mprt": False,     # Quantus 0.6 SmoothMPRT: ScoreDirection.LOWER (similarity to the randomised maps)
     "efficient_mprt": True,   # Quantus 0.6 EfficientMPRT: ScoreDirection.HIGHER (rise in complexity)
 }

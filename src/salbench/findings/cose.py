@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import INCONCLUSIVE, Cell, Inputs, finding
-from .rules import all_of, average, better, most_of, stat
+from .rules import all_of, average, better, most_of, paired_votes, stat
 from .table import Results, Unit
 
 PAPER = "Daroya, Sun, Maji 2023: COSE: A Consistency-Sensitivity Metric for Saliency on Image Classification"
@@ -23,9 +23,9 @@ def _methods(r: Results, units: list[Unit], variant: str) -> list[str]:
               "above every other method's (all_of); a method below it with overlapping CIs leaves it undecided.")
 def gradcam_best(inputs: Inputs) -> Cell:
     r = inputs.results
-    avg = {m: average(f"{m} cose (mean of {len(r.units)} models)", [stat(r, u, m, "cose", ALL, "cose")
-                                                                      for u in r.units])
-           for m in _methods(r, r.units, ALL) + ["gradcam"]}
+    units = r.units_with("cose", [ALL])
+    avg = {m: average(f"{m} cose (mean of {len(units)} models)", [stat(r, u, m, "cose", ALL, "cose") for u in units])
+           for m in _methods(r, units, ALL) + ["gradcam"]}
     return all_of("gradcam best", [better(avg["gradcam"], avg[m], label=f"gradcam > {m}") for m in avg
                                    if m != "gradcam"])
 
@@ -38,9 +38,10 @@ def gradcam_best(inputs: Inputs) -> Cell:
               "undecided; the claim needs a majority of the methods (most_of).")
 def vit_above_cnn(inputs: Inputs) -> Cell:
     r = inputs.results
-    vit, cnn = r.units_of("vit"), r.units_of("cnn")
+    vit, cnn = r.units_with("cose", [ALL], "vit"), r.units_with("cose", [ALL], "cnn")
     if not vit or not cnn:
-        return Cell("vit > cnn", INCONCLUSIVE, "needs at least one vit and one cnn model in the results table")
+        return Cell("vit > cnn", INCONCLUSIVE, "missing rows: needs cose split=all rows of at least one vit and "
+                                                   "one cnn model")
     methods = [m for m in _methods(r, vit, ALL) if m in _methods(r, cnn, ALL)]
     return most_of("vit > cnn", [
         better(average(f"vit {m} cose", [stat(r, u, m, "cose", ALL, "cose") for u in vit]),
@@ -55,8 +56,5 @@ def vit_above_cnn(inputs: Inputs) -> Cell:
          rule="Per model and method: holds when the geometric COSE's CI lies above the photometric one's, fails when "
               "below, else undecided; the claim needs a majority of the (model, method) pairs (most_of).")
 def photometric_harder(inputs: Inputs) -> Cell:
-    r = inputs.results
-    return most_of("geometric > photometric", [
-        better(stat(r, u, m, "cose", "split=geometric", "cose"), stat(r, u, m, "cose", "split=photometric", "cose"),
-               label=f"{u.model} {m}")
-        for u in r.units for m in _methods(r, [u], "split=geometric")])
+    return paired_votes("geometric > photometric", inputs.results, "cose", "split=geometric", "split=photometric",
+                        "cose")

@@ -73,8 +73,9 @@ def _controls(controls: pd.DataFrame | Sequence[Mapping[str, Any]]) -> str:
               "random [CI]", "methods beating random", "GT mask / blur rank"]
     body = []
     for r in rows:
-        cls = ("not_reproduced" if r.get("edge_above_methods") else
-               "inconclusive" if r.get("random_beaten") is False else "")
+        edge, rand = r.get("edge_above_methods"), r.get("random_beaten")  # NaN / None: no such control
+        cls = ("not_reproduced" if not _missing(edge) and edge else
+               "inconclusive" if not _missing(rand) and not rand else "")
         n = r.get("n_methods")
         body.append(f"<tr class='{cls}'>" + "".join(f"<td>{c}</td>" for c in [
             _e(r["model"]), _e(r["metric"]), _e(r["variant"]), _e(r["statistic"]), _e(r["better"]),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import Cell, Inputs, finding
-from .rules import all_of, better, most_of, stat
+from .rules import all_of, better, paired_votes, stat
 
 PAPER = "Rebuffi, Fong, Ji, Vedaldi 2020: There and Back Again: Revisiting Backpropagation Saliency Methods"
 LAYER_METRICS = (("mass_accuracy", ("layer_study", "pooling")), ("pointing_game", ("layer_study",)))
@@ -22,9 +22,9 @@ GRADIENT_STYLE = ("gradient", "guided_backprop")
 def layers(inputs: Inputs) -> Cell:
     r = inputs.results
     cells = []
-    for u in r.units_of("cnn"):
-        for metric, keys in LAYER_METRICS:
-            for v in r.variants(metric, keys):
+    for metric, keys in LAYER_METRICS:
+        for v in r.variants(metric, keys):
+            for u in r.units_with(metric, [v], "cnn"):
                 steps = r.steps(u, "gradcam", metric, v)
                 first, last = (steps[0], steps[-1]) if steps else (None, None)
                 g1, gl = stat(r, u, "gradcam", metric, v, step=first), stat(r, u, "gradcam", metric, v, step=last)
@@ -48,7 +48,7 @@ def class_sensitivity_selective(inputs: Inputs) -> Cell:
     r = inputs.results
     return all_of("normgrad_selective < normgrad", [
         better(stat(r, u, "normgrad_selective", "class_sensitivity"), stat(r, u, "normgrad", "class_sensitivity"),
-               higher=False, label=u.model) for u in r.units])
+               higher=False, label=u.model) for u in r.units_with("class_sensitivity", [""])])
 
 
 @finding("normgrad_class_sensitivity_gradcam", paper=PAPER, source="Class sensitivity of the methods (SPEC.md §5)",
@@ -62,7 +62,8 @@ def class_sensitivity_gradcam(inputs: Inputs) -> Cell:
     r = inputs.results
     return all_of("gradcam < gradient-style", [
         better(stat(r, u, "gradcam", "class_sensitivity"), stat(r, u, g, "class_sensitivity"), higher=False,
-               label=f"{u.model} gradcam < {g}") for u in r.units for g in GRADIENT_STYLE])
+               label=f"{u.model} gradcam < {g}")
+        for u in r.units_with("class_sensitivity", [""]) for g in GRADIENT_STYLE])
 
 
 @finding("normgrad_meta_saliency", paper=PAPER, source="Meta-saliency (SPEC.md §5)",
@@ -73,8 +74,5 @@ def class_sensitivity_gradcam(inputs: Inputs) -> Cell:
          rule="Per model and method: holds when the meta CI lies below the plain CI, fails when above, else "
               "undecided; the claim needs a majority of the (model, method) pairs (most_of).")
 def meta_saliency(inputs: Inputs) -> Cell:
-    r = inputs.results
-    return most_of("meta < plain", [
-        better(stat(r, u, m, "class_sensitivity", "saliency=meta"),
-               stat(r, u, m, "class_sensitivity", "saliency=plain"), higher=False, label=f"{u.model} {m}")
-        for u in r.units for m in r.methods(u, "class_sensitivity", "saliency=meta")])
+    return paired_votes("meta < plain", inputs.results, "class_sensitivity", "saliency=meta", "saliency=plain",
+                        higher=False)

@@ -120,6 +120,17 @@ def most_of(label: str, parts: Sequence[Cell]) -> Cell:
     return Cell(label, INCONCLUSIVE, f"{counts} (majority undecided); {_first(open_ or no)}", parts=parts)
 
 
+def paired_votes(label: str, results: Results, metric: str, a: str, b: str, statistic: str = "value",
+                 higher: bool = True) -> Cell:
+    """"Variant ``a`` of ``metric`` is better than variant ``b``" per model and method (every method with a scalar
+    row of ``a``), each by :func:`better`; the (model, method) pairs vote (:func:`most_of`)."""
+    r = results
+    return most_of(label, [
+        better(stat(r, u, m, metric, a, statistic), stat(r, u, m, metric, b, statistic), higher,
+               label=f"{u.model} {m}")
+        for u in r.units for m in r.methods(u, metric, a, statistic)])
+
+
 def _first(cells: Sequence[Cell]) -> str:
     """"e.g. <path>: <why>" for the first leaf under ``cells[0]`` with that cell's verdict (short explanations)."""
     path, leaf = next(((p, c) for p, c in _paths(cells[0], ()) if c.verdict == cells[0].verdict),

@@ -21,7 +21,7 @@ RULE = (f"Per model, on the Spearman correlation of |map| ({SIMILARITY}) with th
 def pattern(inputs: Inputs, metric: str, final_step: bool) -> Cell:
     r = inputs.results
     cells = []
-    for u in r.units:
+    for u in r.units_with(metric):
         parts = []
         for methods, threshold, above in ((FALL, FALLS_BELOW, False), (STAY, STAYS_ABOVE, True)):
             for m in methods:

@@ -3,13 +3,15 @@ rows up by their keys."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import MissingArtifactError
-from ..results import read_results
+from ..results import Lookup, read_results, variants_with
+
 
 def load_results(root: str | Path) -> pd.DataFrame:
     """Every ``<root>/<task>/<model>.csv`` (schema: :mod:`salbench.results`) as one table; a missing or empty
@@ -31,45 +33,47 @@ class Unit:
 
 
 class Results:
-    """Row look-ups in the results table by (task, model, method, metric, variant, statistic, step)."""
+    """Row look-ups in the results table by (task, model, method, metric, variant, statistic, step), through
+    :class:`salbench.results.Lookup`."""
 
     def __init__(self, table: pd.DataFrame) -> None:
         self.table = table
-        steps = [None if pd.isna(s) else float(s) for s in table["step"]]
-        keys = zip(table["task"], table["model"], table["method"], table["metric"], table["variant"],
-                   table["statistic"], steps)
-        self._rows = {k: i for i, k in enumerate(keys)}
+        self.lookup = Lookup(table)
         units = table[["task", "model", "family"]].drop_duplicates()
         self.units = [Unit(*u) for u in units.itertuples(index=False, name=None)]
 
-    def units_of(self, family: str | None = None) -> list[Unit]:
-        """Evaluated (task, model)s, optionally of one family, in table order."""
-        return [u for u in self.units if family is None or u.family == family]
+    def units_of(self, family: str | None = None, task: str | None = None) -> list[Unit]:
+        """Evaluated (task, model)s, optionally of one family and / or task, in table order."""
+        return [u for u in self.units if family in (None, u.family) and task in (None, u.task)]
+
+    def units_with(self, metric: str, variants: Sequence[str] | None = None, family: str | None = None) -> list[Unit]:
+        """:meth:`units_of` ``family`` that have some row of ``metric`` (of one of ``variants`` unless None): the
+        models a claim about that metric applies to (a VQA model has no classifier-style ``pooling=<p>`` rows, a
+        classifier no ``gt=<kind>`` rows); a method missing from such a model still leaves the claim undecided."""
+        t = self.lookup.select(metric=metric)
+        if variants is not None:
+            t = t[t["variant"].isin(list(variants))]
+        have = set(zip(t["task"], t["model"]))
+        return [u for u in self.units_of(family) if (u.task, u.model) in have]
 
     def row(self, unit: Unit, method: str, metric: str, variant: str = "", statistic: str = "value",
             step: float | None = None) -> pd.Series | None:
         """The row with these keys, or None when the table lacks it."""
-        i = self._rows.get((unit.task, unit.model, method, metric, variant, statistic, step))
-        return None if i is None else self.table.iloc[i]
+        return self.lookup.row(unit.task, unit.model, method, metric, variant, statistic, step)
 
     def steps(self, unit: Unit, method: str, metric: str, variant: str = "", statistic: str = "value") -> list[float]:
         """The defined steps of a curve, ascending."""
-        t = self.table
-        sel = ((t["task"] == unit.task) & (t["model"] == unit.model) & (t["method"] == method)
-               & (t["metric"] == metric) & (t["variant"] == variant) & (t["statistic"] == statistic))
-        return sorted(float(s) for s in t.loc[sel, "step"] if not math.isnan(s))
+        t = self.lookup.select(task=unit.task, model=unit.model, method=method, metric=metric, variant=variant,
+                               statistic=statistic)
+        return sorted(float(s) for s in t["step"] if not math.isnan(s))
 
     def methods(self, unit: Unit, metric: str, variant: str = "", statistic: str = "value",
                 role: str = "method") -> list[str]:
         """Methods (of ``role``) with a scalar row for this metric, in table order."""
-        t = self.table
-        sel = ((t["task"] == unit.task) & (t["model"] == unit.model) & (t["role"] == role) & (t["metric"] == metric)
-               & (t["variant"] == variant) & (t["statistic"] == statistic) & t["step"].isna())
-        return list(dict.fromkeys(t.loc[sel, "method"]))
+        t = self.lookup.select(task=unit.task, model=unit.model, role=role, metric=metric, variant=variant,
+                               statistic=statistic)
+        return list(dict.fromkeys(t.loc[t["step"].isna(), "method"]))
 
     def variants(self, metric: str, keys: tuple[str, ...]) -> list[str]:
-        """The variants of ``metric`` in the table whose settings are exactly ``keys`` (e.g. ("pooling",) finds
-        ``pooling=l1`` but not ``pooling=l1,saliency=meta``), sorted."""
-        v = set(self.table.loc[self.table["metric"] == metric, "variant"])
-        return sorted(x for x in v if x and sorted(kv.split("=")[0] for kv in x.split(",")) == sorted(keys))
-
+        """The variants of ``metric`` whose settings are exactly ``keys``, sorted (salbench.results.variants_with)."""
+        return variants_with(self.table, metric, keys)

@@ -2,7 +2,8 @@
 
 Every figure is ``draw(inputs: Inputs) -> matplotlib Figure`` over the results tables (salbench.results), the
 example arrays of the evaluate stage and the DEPICT results; methods keep one colour in every figure
-(``Inputs.colors``).
+(``Inputs.colors``). The VQA figures (module vqa) read the VQA tasks' tables and examples (``Inputs.vqa``) and are
+skipped, with the reason, when there are none.
 """
 from . import (  # noqa: F401
                class_sensitivity,
@@ -17,10 +18,11 @@ from . import (  # noqa: F401
                perturbation,
                sanity_checks,
                sanity_maps,
+               vqa,
 )
 from .agreement import ranking_agreement
-from .base import FIGURES, Figure, Inputs, Run, load_inputs, method_colors
+from .base import FIGURES, Figure, Inputs, Run, VqaRun, load_inputs, method_colors
 from .report import png_bytes, render_report
 
-__all__ = ["FIGURES", "Figure", "Inputs", "Run", "load_inputs", "method_colors", "png_bytes", "ranking_agreement",
-           "render_report"]
+__all__ = ["FIGURES", "Figure", "Inputs", "Run", "VqaRun", "load_inputs", "method_colors", "png_bytes",
+           "ranking_agreement", "render_report"]

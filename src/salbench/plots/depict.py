@@ -65,7 +65,7 @@ def caption_note(depict: Mapping[str, Any] | None) -> str:
         "generator (mean ± std over permutations). A generator whose images fail DEPICT's check 1 (f's or h's "
         "AUROC on generated images more than concepts.checks.max_gap from real) or check 2 (permuting one concept "
         "moves h's AUROC of another by more than max_other) is untrusted: light grey, hatched, not a result. The "
-        "table gives h's AUROC per concept on real and generated images (check 1).")
+        "table gives h's AUROC per concept on real and generated images (check 1).", skip=lambda inputs: None)
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
     depict = inputs.depict or {}

@@ -8,9 +8,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..results import parse_variant, variant
 from .agreement import ranking_agreement
-from .base import FIGURES, Inputs, Run
+from .base import FIGURES, Inputs, Run, VqaRun, methods_of
 from .depict import caption_note
+from .vqa import METRICS as VQA_METRICS
+from .vqa import gt_kinds, gt_settings, ordered_runs
 
 KEY_COLUMNS = (  # (metric, variant, statistic, header); columns absent from the table are left out
     ("mass_accuracy", "pooling=l2_sq", "value", "mass acc. (l2²) ↑"),
@@ -89,15 +92,60 @@ def _num(v: Any) -> str:
     return "—" if v is None else f"{v:+.3f}"
 
 
+def vqa_accuracy(run: VqaRun) -> str:
+    """Answer accuracy on all test questions and per question family, with CIs and counts."""
+    acc = run.rows("accuracy", None, "value", "")
+    overall = [r for r in acc.to_dict("records") if r["variant"] == ""]
+    families = [(parse_variant(r["variant"]).get("family"), r) for r in acc.to_dict("records")]
+    text = f"answer accuracy {cell(overall[0]) if overall else '—'}"
+    per = "; ".join(f"{html.escape(f)} {cell(r)}" for f, r in families if f)
+    return f"<p>{text}" + (f"<br>per question family: {per}" if per else "") + "</p>"
+
+
+def vqa_table(run: VqaRun) -> str:
+    """Per method: mass and rank accuracy per GT kind (the figure's poolings), pointing game per GT kind and
+    question sensitivity, with CIs and counts."""
+    columns = []  # (header, metric, variant)
+    for metric in VQA_METRICS:
+        gts, pooling = gt_settings(run, metric)
+        columns += [(f"{metric.split('_')[0]} acc. {gt} ({pooling}) ↑", metric,
+                     variant({"gt": gt, "pooling": pooling})) for gt in gts]
+    pointing = {parse_variant(v).get("gt"): v for v in dict.fromkeys(run.rows("pointing_game", None)["variant"])}
+    columns += [(f"pointing {gt} ↑", "pointing_game", pointing[gt])
+                for gt in gt_kinds(set(pointing) - {None}, run.task)]
+    if not run.rows("question_sensitivity").empty:
+        columns.append(("question sens. ↓", "question_sensitivity", ""))
+    roles = dict(zip(run.table["method"], run.table["role"]))
+    rows = [[html.escape(m) + (" <small>(control)</small>" if roles.get(m) == "control" else "")]
+            + [cell(run.lookup.row(run.task, run.model, m, metric, v)) for _, metric, v in columns]
+            for m in methods_of(run.table)]
+    return table(["method", *(c[0] for c in columns)], rows)
+
+
+def vqa_section(inputs: Inputs) -> str:
+    """The VQA tasks' answer accuracies and GT metrics (empty without VQA results)."""
+    if not inputs.vqa:
+        return ""
+    parts = [("<h2>Visual question answering (CLEVR-XAI, SPEC.md §6)</h2><p>Maps explain the predicted answer with "
+              "respect to the image, the question held fixed; GT metrics score correctly answered test questions per "
+              "ground truth (simple questions: Single Object, All Objects; complex: Unique, Unique First-non-empty, "
+              "Union, All Objects). Question sensitivity: rank correlation of one image's maps for two questions "
+              "about disjoint objects (lower: the map follows the question).</p>")]
+    for run in ordered_runs(inputs):
+        parts += [f"<h3>{html.escape(run.label)}</h3>", vqa_accuracy(run), vqa_table(run)]
+    return "\n".join(parts)
+
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f3f3f3}small{color:#666}
 figcaption{font-size:14px;color:#444;margin:0.3em 0 1.5em}"""
 
 
-def render_report(inputs: Inputs, pngs: Mapping[str, bytes], top: str = "") -> str:
+def render_report(inputs: Inputs, pngs: Mapping[str, bytes], top: str = "",
+                  skipped: Mapping[str, str] | None = None) -> str:
     """The report's HTML: ``top`` (an HTML fragment: the findings), figures (``pngs`` name -> PNG bytes, in
-    order) with captions, then the tables."""
+    order) with captions and the figures not drawn (``skipped`` name -> reason), then the tables."""
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>salbench report</title>",
              f"<style>{CSS}</style></head><body><h1>salbench: can these saliency maps be trusted?</h1>",
              ("<p>Means with 95% percentile-bootstrap confidence intervals and the number of scored samples "
@@ -110,6 +158,9 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes], top: str = "") -> s
         caption = fig.caption + (caption_note(inputs.depict) if name == "depict" else "")  # + untrusted pairs
         parts.append(f"<h2>{html.escape(fig.title)}</h2><figure><img alt='{name}' src='data:image/png;base64,{src}'>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if skipped:
+        parts.append("<p>Not drawn: " + "; ".join(f"<b>{html.escape(FIGURES.get(n).title)}</b> ({html.escape(r)})"
+                                                  for n, r in skipped.items()) + "</p>")
     parts.append("<h2>Key numbers per task and model</h2>")
     for run in inputs.runs:
         acc = run.table[run.table["metric"] == "accuracy"]
@@ -119,6 +170,7 @@ def render_report(inputs: Inputs, pngs: Mapping[str, bytes], top: str = "") -> s
         parts.append("<p>Agreement of the method rankings by AOPC with those by the GT metrics (saliency methods "
                      "only; AOPC LeRF counted lower-is-better):</p>")
         parts.append(agreement_table(run))
+    parts.append(vqa_section(inputs))
     if inputs.depict is not None:
         parts.append("<h2>DEPICT rankings</h2>" + depict_table(inputs.depict))
     parts.append("</body></html>")
