@@ -27,7 +27,8 @@ import yaml
 from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier, vocabulary
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import load_eval_set, load_training
-from salbench.concepts.diffusion import DiffusionConfig, build_pipeline, build_tokenizer, sample_images, train_pipeline
+from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, encode, sample_images,
+                                         train_pipeline)
 from salbench.models import load_checkpoint, save_checkpoint
 from salbench.params import load_params, section
 
@@ -88,7 +89,8 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
         print(f"  {name:12s} ~ {cfg.steps / tr / 60:6.1f} min training + {generated / sr / 60:6.1f} min sampling")
 
 
-def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None) -> None:
+def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
+          guidance: list[float]) -> None:
     torch.set_num_threads(1)
     seed = int(c.get("seed", 0))
     cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
@@ -121,26 +123,40 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     pipe = build_pipeline(cfg, vocab, length, seed)
     test_prompts = captions(ev.task, truth)
     rows: list[dict[str, Any]] = []
+    ceilings: dict[str, list[float]] = {}
     t_train = time.process_time()
     excluded = [0.0]
 
     def score(step: int) -> None:
         ts = time.process_time()
-        gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))), cfg)
-        a = h_auroc(gen)
+        if pipe.vae is not None and "reconstructed" not in ceilings:  # the autoencoder bounds what the UNet can reach
+            x = resize(ev.images, cfg.resolution) * 2 - 1
+            with torch.no_grad():
+                rec = pipe.vae.decode(encode(pipe.vae, x) / pipe.vae.config.scaling_factor).sample
+            ceilings["reconstructed"] = h_auroc(((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1))
+            print(f"h on the autoencoder's reconstructions of the test images "
+                  f"{dict(zip(names, map(_r, ceilings['reconstructed'])))}", flush=True)
+        scored = {}
+        for w in guidance:
+            gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
+                                DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w}))
+            scored[w] = h_auroc(gen)
         excluded[0] += time.process_time() - ts
         minutes = (time.process_time() - t_train - excluded[0]) / 60
-        gaps = [r - g for r, g in zip(real, a)]
-        rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "h_generated": dict(zip(names, map(_r, a))),
-                     "max_gap": _r(max(gaps))})
-        print(f"step {step:5d}  {minutes:5.1f} train CPU min  h AUROC on generated "
-              f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
+        for w, a in scored.items():
+            gaps = [r - g for r, g in zip(real, a)]
+            rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "guidance_scale": w,
+                         "h_generated": dict(zip(names, map(_r, a))), "max_gap": _r(max(gaps))})
+            print(f"step {step:5d}  {minutes:5.1f} train CPU min  guidance {w:g}  h AUROC on generated "
+                  f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
 
     train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
     if out is not None:
         out.write_text(json.dumps({"settings": {k: v for k, v in cfg.__dict__.items()}, "n_test": len(truth),
                                    "h_real": dict(zip(names, map(_r, real))),
-                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))), "curve": rows},
+                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))),
+                                   **{f"h_{k}": dict(zip(names, map(_r, v))) for k, v in ceilings.items()},
+                                   "curve": rows},
                                   indent=1, default=list))
 
 
@@ -162,13 +178,17 @@ def main() -> None:
     ap.add_argument("--data", default="data/render")
     ap.add_argument("--h", default="data/benchmarks/diffusion/h", help="curve: h checkpoint (trained if missing)")
     ap.add_argument("--json", default=None, help="curve: write the curve here")
+    ap.add_argument("--guidance", default=None, help="curve: comma-separated guidance scales to score (default: the "
+                    "params')")
     args = ap.parse_args()
     c = concepts_params(args.params, args.profile, args.set)
     if args.mode == "throughput":
         throughput(c, args.steps or 5, args.samples)
     else:
         steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
-        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None)
+        guidance = [float(w) for w in args.guidance.split(",")] if args.guidance else \
+            [float(c.get("diffusion", {}).get("guidance_scale", 2.0))]
+        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None, guidance)
 
 
 if __name__ == "__main__":
