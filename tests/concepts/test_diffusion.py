@@ -158,6 +158,10 @@ def test_min_snr_weights_hand_computed() -> None:
     ({"resolution": 18, "channels": [8, 16, 16]}, "divisible by 2"),
     ({"p_uncond": 1.0}, "p_uncond < 1"),
     ({"snr_gamma": -1.0}, "snr_gamma >= 0"),
+    ({"vae_channels": [8, 12]}, "multiples of 8"),
+    ({"resolution": 18, "vae_channels": [8, 16, 16]}, "divisible by 2\\^\\(len\\(vae_channels\\)-1\\)"),
+    ({"resolution": 16, "vae_channels": [8, 16, 16], "channels": [8, 16, 16, 16]}, "times the autoencoder"),
+    ({"vae_kl": -1.0}, "vae_kl >= 0"),
 ])
 def test_bad_diffusion_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -228,3 +232,29 @@ def test_training_keeps_the_ema_of_the_weights_hand_computed(task) -> None:
     p0, p1, p2 = weights(0, 0.0), weights(1, 0.0), weights(2, 0.0)  # warm-up lr: step 1 is the same in both runs
     expected = p0.lerp(p1, 1 - 1 / 11).lerp(p2, 1 - 2 / 12)
     torch.testing.assert_close(weights(2, 0.99), expected, rtol=0, atol=1e-6)
+
+
+def test_the_autoencoder_learns_to_reconstruct_and_scales_latents_to_unit_variance(task) -> None:
+    """train_autoencoder: the reconstruction error of the training images falls well below the untrained one's, and
+    the scaling factor makes the training latents' std exactly 1 (what the UNet's noise schedule assumes)."""
+    from salbench.concepts.diffusion import _scaled, encode, train_autoencoder
+
+    cfg = DiffusionConfig.from_params({**TINY_LATENT, "vae_steps": 80, "vae_batch_size": 8, "vae_lr": 0.005})
+    g = torch.Generator().manual_seed(0)
+    # Two-colour images: a random colour left of a random column, another right of it.
+    cols = torch.randint(0, 256, (16, 2, 3), generator=g, dtype=torch.uint8)
+    cut = torch.randint(4, 12, (16,), generator=g)
+    left = (torch.arange(16)[None, :] < cut[:, None])[:, None, :, None]  # N×1×W×1
+    images = torch.where(left, cols[:, None, None, 0], cols[:, None, None, 1]).expand(16, 16, 16, 3).contiguous()
+    vae = build_diffusion_pipeline(cfg, vocabulary(task), 15, seed=0).vae
+    x = _scaled(images, 16)
+
+    def error() -> float:
+        with torch.no_grad():
+            return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).pow(2).mean())
+
+    before = error()
+    losses = train_autoencoder(vae, images, cfg, seed=0)
+    assert len(losses) == 80 and error() < 0.25 * before
+    assert encode(vae, x).std().item() == pytest.approx(1.0, abs=1e-5)
+    assert not vae.training
