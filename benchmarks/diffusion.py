@@ -1,8 +1,9 @@
 """DEPICT's diffusion generator on this machine: throughput, the cost of one DEPICT run, and a learning curve.
 
-``throughput`` (default): training steps/s and sampled images/s of the ``concepts.diffusion`` settings of a
-params file, at 1 and 2 torch threads (and on CUDA when there is one), and what one DEPICT run costs at those
-settings: training steps plus n_images × (1 + concepts × permutations) generated images. Needs no data.
+``throughput`` (default): training steps/s (of the autoencoder too, for latent diffusion) and sampled images/s of
+the ``concepts.diffusion`` settings of a params file, at 1 and 2 torch threads (and on CUDA when there is one), and
+what one DEPICT run costs at those settings: training steps plus n_images × (1 + concepts × permutations)
+generated images. Needs no data.
 
 ``curve``: trains the generator on the rendered presence task (``dvc repro render@presence`` first) and, every
 ``--every`` steps (EMA weights), generates the test captions and scores them with the concept classifier h:
@@ -11,6 +12,7 @@ images squeezed to the generator's resolution (the best any generator at that si
 
     python benchmarks/diffusion.py                                  # throughput at the default settings
     python benchmarks/diffusion.py --profile paper                  # ... at the paper profile's settings
+    python benchmarks/diffusion.py --profile depict-cpu             # ... latent diffusion on 2 CPU cores
     python benchmarks/diffusion.py curve --steps 600 --every 150 --set snr_gamma=5 --json curve.json
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from salbench.concepts import auroc, captions, logits, resize, train_concept_cla
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import load_eval_set, load_training
 from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, encode, sample_images,
-                                         train_pipeline)
+                                         train_autoencoder, train_pipeline)
 from salbench.models import load_checkpoint, save_checkpoint
 from salbench.params import load_params, section
 
@@ -62,31 +64,46 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
     vocab = sorted({w for p in prompts for w in p.replace(",", " , ").split()})
     length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"diffusion at {cfg.resolution} px, channels {list(cfg.channels)}, batch {cfg.batch_size}, "
-          f"{cfg.inference_steps} sampling steps, guidance {cfg.guidance_scale}")
-    print(f"{'device':12s} {'train steps/s':>14s} {'sampled img/s':>14s}")
+    latent = bool(cfg.vae_channels)
+    print(f"diffusion at {cfg.resolution} px" + (f" (latents {cfg.latent_channels}x{cfg.latent_size}x{cfg.latent_size}, "
+                                                 f"autoencoder {list(cfg.vae_channels)}, batch {cfg.vae_batch_size})"
+                                                 if latent else "")
+          + f", UNet channels {list(cfg.channels)}, batch {cfg.batch_size}, {cfg.inference_steps} sampling steps, "
+          f"guidance {cfg.guidance_scale}; wall-clock rates")
+    print(f"{'device':12s} {'AE steps/s':>11s} {'train steps/s':>14s} {'sampled img/s':>14s}")
     rates = {}
     for device in devices:
         for threads in ([1, 2] if device == "cpu" else [torch.get_num_threads()]):
             torch.set_num_threads(threads)
             pipe = build_pipeline(cfg, vocab, length, 0).to(device)
-            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": 1}), 0)  # warm-up
+            ae_rate = float("nan")
+            if latent:  # the autoencoder alone, then the UNet with a 1-step autoencoder (its time subtracted)
+                train_autoencoder(pipe.vae, images, DiffusionConfig(**{**cfg.__dict__, "vae_steps": 1}), 0)
+                t0 = time.perf_counter()
+                train_autoencoder(pipe.vae, images, DiffusionConfig(**{**cfg.__dict__, "vae_steps": steps}), 0)
+                ae_rate = steps / (time.perf_counter() - t0)
+            one = DiffusionConfig(**{**cfg.__dict__, "steps": 1, "vae_steps": 1})
+            train_pipeline(pipe, images, prompts, one, 0)  # warm-up
             t0 = time.perf_counter()
-            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": steps}), 0)
-            train_rate = steps / (time.perf_counter() - t0)
+            train_pipeline(pipe, images, prompts, one, 0)
+            t1 = time.perf_counter()
+            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**one.__dict__, "steps": steps + 1}), 0)
+            train_rate = steps / (time.perf_counter() - t1 - (t1 - t0))
             t0 = time.perf_counter()
             sample_images(pipe, prompts[:n_sample], list(range(n_sample)), cfg)
             sample_rate = n_sample / (time.perf_counter() - t0)
             name = f"{device} ({threads} thr)" if device == "cpu" else device
-            rates[name] = (train_rate, sample_rate)
-            print(f"{name:12s} {train_rate:14.3f} {sample_rate:14.2f}")
+            rates[name] = (ae_rate, train_rate, sample_rate)
+            print(f"{name:12s} {ae_rate:11.3f} {train_rate:14.3f} {sample_rate:14.2f}")
     n = c["n_images"]
     k = len(c.get("concepts") or [1] * 4)
     generated = n * (1 + k * int(c.get("permutations", 3)))
-    print(f"one DEPICT run: {cfg.steps} training steps + {generated} generated images "
-          f"({n} images x (1 + {k} concepts x {c.get('permutations', 3)} permutations))")
-    for name, (tr, sr) in rates.items():
-        print(f"  {name:12s} ~ {cfg.steps / tr / 60:6.1f} min training + {generated / sr / 60:6.1f} min sampling")
+    print(f"one DEPICT run: {f'{cfg.vae_steps} autoencoder steps + ' if latent else ''}{cfg.steps} training steps + "
+          f"{generated} generated images ({n} images x (1 + {k} concepts x {c.get('permutations', 3)} permutations))")
+    for name, (ar, tr, sr) in rates.items():
+        ae = cfg.vae_steps / ar / 60 if latent else 0.0
+        print(f"  {name:12s} ~ {ae:5.1f} min autoencoder + {cfg.steps / tr / 60:6.1f} min training + "
+              f"{generated / sr / 60:6.1f} min sampling = {ae + cfg.steps / tr / 60 + generated / sr / 60:6.1f} min")
 
 
 def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
