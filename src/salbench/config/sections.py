@@ -275,6 +275,7 @@ class Concepts(Section):
     permutations: PosInt = 3
     seed: int = 0
     device: Device = "cpu"
+    threads: NonNegInt = 0
     generators: Annotated[list[str], names(GENERATORS, "generator")] = ["renderer"]
     models: list[str] = []
     batch_size: PosInt = 250
