@@ -1,8 +1,9 @@
 """DEPICT's diffusion generator on this machine: throughput, the cost of one DEPICT run, and a learning curve.
 
-``throughput`` (default): training steps/s and sampled images/s of the ``concepts.diffusion`` settings of a
-params file, at 1 and 2 torch threads (and on CUDA when there is one), and what one DEPICT run costs at those
-settings: training steps plus n_images × (1 + concepts × permutations) generated images. Needs no data.
+``throughput`` (default): training steps/s (of the autoencoder too, for latent diffusion) and sampled images/s of
+the ``concepts.diffusion`` settings of a params file, at 1 and 2 torch threads (and on CUDA when there is one), and
+what one DEPICT run costs at those settings: training steps plus n_images × (1 + concepts × permutations)
+generated images. Needs no data.
 
 ``curve``: trains the generator on the rendered presence task (``dvc repro render@presence`` first) and, every
 ``--every`` steps (EMA weights), generates the test captions and scores them with the concept classifier h:
@@ -11,6 +12,7 @@ images squeezed to the generator's resolution (the best any generator at that si
 
     python benchmarks/diffusion.py                                  # throughput at the default settings
     python benchmarks/diffusion.py --profile paper                  # ... at the paper profile's settings
+    python benchmarks/diffusion.py --profile depict-cpu             # ... latent diffusion on 2 CPU cores
     python benchmarks/diffusion.py curve --steps 600 --every 150 --set snr_gamma=5 --json curve.json
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ import yaml
 from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier, vocabulary
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import load_eval_set, load_training
-from salbench.concepts.diffusion import DiffusionConfig, build_pipeline, build_tokenizer, sample_images, train_pipeline
+from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, encode, sample_images,
+                                         train_autoencoder, train_pipeline)
 from salbench.models import load_checkpoint, save_checkpoint
 from salbench.params import load_params, section
 
@@ -61,34 +64,50 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
     vocab = sorted({w for p in prompts for w in p.replace(",", " , ").split()})
     length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"diffusion at {cfg.resolution} px, channels {list(cfg.channels)}, batch {cfg.batch_size}, "
-          f"{cfg.inference_steps} sampling steps, guidance {cfg.guidance_scale}")
-    print(f"{'device':12s} {'train steps/s':>14s} {'sampled img/s':>14s}")
+    latent = bool(cfg.vae_channels)
+    print(f"diffusion at {cfg.resolution} px" + (f" (latents {cfg.latent_channels}x{cfg.latent_size}x{cfg.latent_size}, "
+                                                 f"autoencoder {list(cfg.vae_channels)}, batch {cfg.vae_batch_size})"
+                                                 if latent else "")
+          + f", UNet channels {list(cfg.channels)}, batch {cfg.batch_size}, {cfg.inference_steps} sampling steps, "
+          f"guidance {cfg.guidance_scale}; wall-clock rates")
+    print(f"{'device':12s} {'AE steps/s':>11s} {'train steps/s':>14s} {'sampled img/s':>14s}")
     rates = {}
     for device in devices:
         for threads in ([1, 2] if device == "cpu" else [torch.get_num_threads()]):
             torch.set_num_threads(threads)
             pipe = build_pipeline(cfg, vocab, length, 0).to(device)
-            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": 1}), 0)  # warm-up
+            ae_rate = float("nan")
+            if latent:  # the autoencoder alone, then the UNet with a 1-step autoencoder (its time subtracted)
+                train_autoencoder(pipe.vae, images, DiffusionConfig(**{**cfg.__dict__, "vae_steps": 1}), 0)
+                t0 = time.perf_counter()
+                train_autoencoder(pipe.vae, images, DiffusionConfig(**{**cfg.__dict__, "vae_steps": steps}), 0)
+                ae_rate = steps / (time.perf_counter() - t0)
+            one = DiffusionConfig(**{**cfg.__dict__, "steps": 1, "vae_steps": 1})
+            train_pipeline(pipe, images, prompts, one, 0)  # warm-up
             t0 = time.perf_counter()
-            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**cfg.__dict__, "steps": steps}), 0)
-            train_rate = steps / (time.perf_counter() - t0)
+            train_pipeline(pipe, images, prompts, one, 0)
+            t1 = time.perf_counter()
+            train_pipeline(pipe, images, prompts, DiffusionConfig(**{**one.__dict__, "steps": steps + 1}), 0)
+            train_rate = steps / (time.perf_counter() - t1 - (t1 - t0))
             t0 = time.perf_counter()
             sample_images(pipe, prompts[:n_sample], list(range(n_sample)), cfg)
             sample_rate = n_sample / (time.perf_counter() - t0)
             name = f"{device} ({threads} thr)" if device == "cpu" else device
-            rates[name] = (train_rate, sample_rate)
-            print(f"{name:12s} {train_rate:14.3f} {sample_rate:14.2f}")
+            rates[name] = (ae_rate, train_rate, sample_rate)
+            print(f"{name:12s} {ae_rate:11.3f} {train_rate:14.3f} {sample_rate:14.2f}")
     n = c["n_images"]
     k = len(c.get("concepts") or [1] * 4)
     generated = n * (1 + k * int(c.get("permutations", 3)))
-    print(f"one DEPICT run: {cfg.steps} training steps + {generated} generated images "
-          f"({n} images x (1 + {k} concepts x {c.get('permutations', 3)} permutations))")
-    for name, (tr, sr) in rates.items():
-        print(f"  {name:12s} ~ {cfg.steps / tr / 60:6.1f} min training + {generated / sr / 60:6.1f} min sampling")
+    print(f"one DEPICT run: {f'{cfg.vae_steps} autoencoder steps + ' if latent else ''}{cfg.steps} training steps + "
+          f"{generated} generated images ({n} images x (1 + {k} concepts x {c.get('permutations', 3)} permutations))")
+    for name, (ar, tr, sr) in rates.items():
+        ae = cfg.vae_steps / ar / 60 if latent else 0.0
+        print(f"  {name:12s} ~ {ae:5.1f} min autoencoder + {cfg.steps / tr / 60:6.1f} min training + "
+              f"{generated / sr / 60:6.1f} min sampling = {ae + cfg.steps / tr / 60 + generated / sr / 60:6.1f} min")
 
 
-def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None) -> None:
+def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
+          guidance: list[float]) -> None:
     torch.set_num_threads(1)
     seed = int(c.get("seed", 0))
     cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
@@ -121,26 +140,40 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     pipe = build_pipeline(cfg, vocab, length, seed)
     test_prompts = captions(ev.task, truth)
     rows: list[dict[str, Any]] = []
+    ceilings: dict[str, list[float]] = {}
     t_train = time.process_time()
     excluded = [0.0]
 
     def score(step: int) -> None:
         ts = time.process_time()
-        gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))), cfg)
-        a = h_auroc(gen)
+        if pipe.vae is not None and "reconstructed" not in ceilings:  # the autoencoder bounds what the UNet can reach
+            x = resize(ev.images, cfg.resolution) * 2 - 1
+            with torch.no_grad():
+                rec = pipe.vae.decode(encode(pipe.vae, x) / pipe.vae.config.scaling_factor).sample
+            ceilings["reconstructed"] = h_auroc(((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1))
+            print(f"h on the autoencoder's reconstructions of the test images "
+                  f"{dict(zip(names, map(_r, ceilings['reconstructed'])))}", flush=True)
+        scored = {}
+        for w in guidance:
+            gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
+                                DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w}))
+            scored[w] = h_auroc(gen)
         excluded[0] += time.process_time() - ts
         minutes = (time.process_time() - t_train - excluded[0]) / 60
-        gaps = [r - g for r, g in zip(real, a)]
-        rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "h_generated": dict(zip(names, map(_r, a))),
-                     "max_gap": _r(max(gaps))})
-        print(f"step {step:5d}  {minutes:5.1f} train CPU min  h AUROC on generated "
-              f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
+        for w, a in scored.items():
+            gaps = [r - g for r, g in zip(real, a)]
+            rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "guidance_scale": w,
+                         "h_generated": dict(zip(names, map(_r, a))), "max_gap": _r(max(gaps))})
+            print(f"step {step:5d}  {minutes:5.1f} train CPU min  guidance {w:g}  h AUROC on generated "
+                  f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
 
     train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
     if out is not None:
         out.write_text(json.dumps({"settings": {k: v for k, v in cfg.__dict__.items()}, "n_test": len(truth),
                                    "h_real": dict(zip(names, map(_r, real))),
-                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))), "curve": rows},
+                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))),
+                                   **{f"h_{k}": dict(zip(names, map(_r, v))) for k, v in ceilings.items()},
+                                   "curve": rows},
                                   indent=1, default=list))
 
 
@@ -162,13 +195,17 @@ def main() -> None:
     ap.add_argument("--data", default="data/render")
     ap.add_argument("--h", default="data/benchmarks/diffusion/h", help="curve: h checkpoint (trained if missing)")
     ap.add_argument("--json", default=None, help="curve: write the curve here")
+    ap.add_argument("--guidance", default=None, help="curve: comma-separated guidance scales to score (default: the "
+                    "params')")
     args = ap.parse_args()
     c = concepts_params(args.params, args.profile, args.set)
     if args.mode == "throughput":
         throughput(c, args.steps or 5, args.samples)
     else:
         steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
-        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None)
+        guidance = [float(w) for w in args.guidance.split(",")] if args.guidance else \
+            [float(c.get("diffusion", {}).get("guidance_scale", 2.0))]
+        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None, guidance)
 
 
 if __name__ == "__main__":

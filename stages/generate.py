@@ -22,7 +22,7 @@ from salbench.concepts import GeneratorContext, build_generator
 from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_training, save_generated
 from salbench.concepts.annotations import captions, changed_phrases
 from salbench.concepts.plots import counterfactual_grid, save_concept_grid, save_png
-from salbench.device import resolve_device
+from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.io import atomic_dir, provenance
 from salbench.models import set_deterministic
@@ -43,12 +43,13 @@ def main() -> None:
     check_keys(p, PARAM_KEYS, "concepts")
     seed, device = int(p.get("seed", 0)), resolve_device(p.get("device", "cpu"))
     set_deterministic(seed, device)
+    set_threads(p.get("threads", 0))
     task_dir = Path(args.data) / p.get("task", "presence")
     ev = load_eval_set(task_dir, p.get("split", "test"), int(p.get("n_images", 0)), p.get("concepts"),
                        int(p.get("permutations", 3)), seed)
     out = Path(args.out or f"data/concepts/generate/{args.generator}")
     plots = Path(args.plots or f"data/plots/concepts/{args.generator}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with atomic_dir(out) as tmp, atomic_dir(plots) as tmp_plots:
         ctx = GeneratorContext(ev.task, ev.world, ev.records, lambda: load_training(task_dir, ev.task), seed, device,
                                workdir=tmp / "model", live=lambda: Live(str(tmp_plots / "train"), save_dvc_exp=False,
@@ -59,7 +60,7 @@ def main() -> None:
         baseline = gen(plan.concepts, index)
         permuted = {name: torch.stack([gen(plan.targets(a, k), index) for k in range(plan.perms.shape[1])])
                     for a, name in enumerate(plan.permuted_names)}
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         save_generated(tmp, plan, baseline, permuted, {
             "generator": args.generator, "resolution": gen.resolution, "n": len(index),
             "permutations": plan.perms.shape[1], "provenance": provenance({"concepts": p}, seed),
@@ -74,7 +75,8 @@ def main() -> None:
                            for a, j in enumerate(plan.permuted_names)},
                           f"generate@{args.generator}: real image and caption, g(c), g(c^j) (first permutation)")
     n_images = len(index) * (1 + sum(len(v) for v in permuted.values()))
-    print(f"generate@{args.generator}: {n_images} images in {seconds:.1f} s (build {t_build:.1f} s) -> {out}")
+    print(f"generate@{args.generator}: {n_images} images in {seconds:.1f} s wall, {cpu:.1f} s CPU (build {t_build:.1f} s) "
+          f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import PARAM_KEYS, load_eval_set, load_generated, load_training
 from salbench.concepts.depict import Checks, check1_table, json_number, summary
 from salbench.concepts.plots import save_importance_figure
-from salbench.device import resolve_device
+from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
 from salbench.io import atomic_dir, params_hash, provenance, write_json
 from salbench.models import load_checkpoint, save_checkpoint, set_deterministic
@@ -48,6 +48,7 @@ def main() -> None:
     checks = Checks.from_params(p.get("checks"))
     seed, device, bs = int(p.get("seed", 0)), resolve_device(p.get("device", "cpu")), int(p.get("batch_size", 250))
     set_deterministic(seed, device)
+    set_threads(p.get("threads", 0))
     task_name, method = p.get("task", "presence"), p.get("saliency", "gradcam")
     METHODS.get(method)  # an unknown method fails here, before h is trained
     task_dir = Path(args.data) / task_name

@@ -13,6 +13,8 @@ from salbench.concepts.diffusion import build_pipeline as build_diffusion_pipeli
 
 TINY = {"resolution": 16, "steps": 2, "batch_size": 4, "channels": [8, 16], "text_dim": 16, "text_layers": 1,
         "inference_steps": 2, "sample_batch_size": 5, "log_every": 1, "sample_every": 1}
+# Latent diffusion: an autoencoder 16 px -> 8×8×4 latents, the UNet on the latents.
+TINY_LATENT = {**TINY, "vae_channels": [8, 16], "vae_steps": 2, "vae_batch_size": 4}
 
 
 def tiny_context(task, world, scenes, tmp: Path | None) -> GeneratorContext:
@@ -26,23 +28,30 @@ def tiny_context(task, world, scenes, tmp: Path | None) -> GeneratorContext:
         live=None if tmp is None else (lambda: Live(str(tmp / "live"), save_dvc_exp=False, dvcyaml=None)))
 
 
-@pytest.fixture(scope="module")
-def trained(task, world, scenes, tmp_path_factory) -> tuple:
+@pytest.fixture(scope="module", params=[TINY, TINY_LATENT], ids=["pixels", "latents"])
+def trained(request, task, world, scenes, tmp_path_factory) -> tuple:
     tmp = tmp_path_factory.mktemp("diffusion")
-    return build_generator("diffusion", TINY, tiny_context(task, world, scenes, tmp)), tmp
+    return build_generator("diffusion", request.param, tiny_context(task, world, scenes, tmp)), tmp, request.param
 
 
 def test_training_logs_with_dvclive_and_saves_a_diffusers_pipeline(trained) -> None:
-    gen, tmp = trained
-    loss = (tmp / "live/plots/metrics/diffusion/loss.tsv").read_text().splitlines()
-    assert loss[0] == "step\tloss" and [r.split("\t")[0] for r in loss[1:]] == ["1", "2"]
-    assert all(torch.tensor(float(r.split("\t")[1])).isfinite() for r in loss[1:])
+    gen, tmp, params = trained
+    parts = ["diffusion"] + (["autoencoder"] if "vae_channels" in params else [])
+    for part in parts:
+        loss = (tmp / f"live/plots/metrics/{part}/loss.tsv").read_text().splitlines()
+        assert loss[0] == "step\tloss" and [r.split("\t")[0] for r in loss[1:]] == ["1", "2"]
+        assert all(torch.tensor(float(r.split("\t")[1])).isfinite() for r in loss[1:])
     assert (tmp / "live/plots/images/diffusion/samples/step000002.png").exists()
     assert (tmp / "model/model_index.json").exists() and isinstance(gen.pipe, ConceptDiffusionPipeline)
+    assert (gen.pipe.vae is not None) == ("vae_channels" in params)
+    assert (tmp / "model/vae").exists() == ("vae_channels" in params)
+    if gen.pipe.vae is not None:
+        assert (tmp / "live/plots/images/autoencoder/reconstructions.png").exists()
+        assert gen.pipe.unet.config.sample_size == 8 and gen.pipe.unet.config.in_channels == 4
 
 
 def test_sampling_is_batched_seeded_per_image_and_shaped(task, scenes, trained) -> None:
-    gen, _ = trained
+    gen = trained[0]
     c = concept_matrix(task, scenes["test"][1])
     idx = torch.arange(len(c))
     out = gen(c, idx)
@@ -58,14 +67,16 @@ def test_sampling_is_batched_seeded_per_image_and_shaped(task, scenes, trained) 
 
 
 def test_training_is_deterministic_given_the_seed(task, world, scenes, trained) -> None:
-    again = build_generator("diffusion", TINY, tiny_context(task, world, scenes, None))
-    for a, b in zip(trained[0].pipe.unet.parameters(), again.pipe.unet.parameters()):
-        assert torch.equal(a, b)
+    gen, _, params = trained
+    again = build_generator("diffusion", params, tiny_context(task, world, scenes, None))
+    for a, b in zip(gen.pipe.components.values(), again.pipe.components.values()):
+        if isinstance(a, torch.nn.Module):
+            assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_a_saved_pipeline_loads_through_pretrained_and_samples_the_same(task, world, scenes, trained) -> None:
-    gen, tmp = trained
-    loaded = build_generator("diffusion", {**TINY, "pretrained": str(tmp / "model")},
+    gen, tmp, params = trained
+    loaded = build_generator("diffusion", {**params, "pretrained": str(tmp / "model")},
                              tiny_context(task, world, scenes, None))
     c = concept_matrix(task, scenes["test"][1])
     idx = torch.arange(len(c))
@@ -147,6 +158,10 @@ def test_min_snr_weights_hand_computed() -> None:
     ({"resolution": 18, "channels": [8, 16, 16]}, "divisible by 2"),
     ({"p_uncond": 1.0}, "p_uncond < 1"),
     ({"snr_gamma": -1.0}, "snr_gamma >= 0"),
+    ({"vae_channels": [8, 12]}, "multiples of 8"),
+    ({"resolution": 18, "vae_channels": [8, 16, 16]}, "divisible by 2\\^\\(len\\(vae_channels\\)-1\\)"),
+    ({"resolution": 16, "vae_channels": [8, 16, 16], "channels": [8, 16, 16, 16]}, "times the autoencoder"),
+    ({"vae_kl": -1.0}, "vae_kl >= 0"),
 ])
 def test_bad_diffusion_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -159,7 +174,7 @@ class NoisyOracle(torch.nn.Module):
 
     def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str, err: float) -> None:
         super().__init__()
-        self.config = SimpleNamespace(sample_size=x0.shape[-1])
+        self.config = SimpleNamespace(sample_size=x0.shape[-1], in_channels=x0.shape[1])
         self.x0, self.abar, self.kind, self.err = x0, alphas_cumprod, prediction_type, err
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the pipeline a device and dtype
 
@@ -217,3 +232,29 @@ def test_training_keeps_the_ema_of_the_weights_hand_computed(task) -> None:
     p0, p1, p2 = weights(0, 0.0), weights(1, 0.0), weights(2, 0.0)  # warm-up lr: step 1 is the same in both runs
     expected = p0.lerp(p1, 1 - 1 / 11).lerp(p2, 1 - 2 / 12)
     torch.testing.assert_close(weights(2, 0.99), expected, rtol=0, atol=1e-6)
+
+
+def test_the_autoencoder_learns_to_reconstruct_and_scales_latents_to_unit_variance(task) -> None:
+    """train_autoencoder: the reconstruction error of the training images falls well below the untrained one's, and
+    the scaling factor makes the training latents' std exactly 1 (what the UNet's noise schedule assumes)."""
+    from salbench.concepts.diffusion import _scaled, encode, train_autoencoder
+
+    cfg = DiffusionConfig.from_params({**TINY_LATENT, "vae_steps": 80, "vae_batch_size": 8, "vae_lr": 0.005})
+    g = torch.Generator().manual_seed(0)
+    # Two-colour images: a random colour left of a random column, another right of it.
+    cols = torch.randint(0, 256, (16, 2, 3), generator=g, dtype=torch.uint8)
+    cut = torch.randint(4, 12, (16,), generator=g)
+    left = (torch.arange(16)[None, :] < cut[:, None])[:, None, :, None]  # N×1×W×1
+    images = torch.where(left, cols[:, None, None, 0], cols[:, None, None, 1]).expand(16, 16, 16, 3).contiguous()
+    vae = build_diffusion_pipeline(cfg, vocabulary(task), 15, seed=0).vae
+    x = _scaled(images, 16)
+
+    def error() -> float:
+        with torch.no_grad():
+            return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).pow(2).mean())
+
+    before = error()
+    losses = train_autoencoder(vae, images, cfg, seed=0)
+    assert len(losses) == 80 and error() < 0.25 * before
+    assert encode(vae, x).std().item() == pytest.approx(1.0, abs=1e-5)
+    assert not vae.training

@@ -116,6 +116,11 @@ BAD = [
     ("concepts.saliency", "gradcm", "concepts.saliency: unknown attribution method 'gradcm'. Did you mean 'gradcam'"),
     ("concepts.diffusion.pretrained", "./no/such/pipeline", "concepts.diffusion.pretrained: no directory"),
     ("concepts.diffusion.stesp", 5, "concepts.diffusion.stesp: unknown key (did you mean 'steps'?)"),
+    ("concepts.diffusion.vae_channels", [16, 12], "concepts.diffusion.vae_channels: [16, 12]: give widths that are "
+     "multiples of 8"),
+    ("concepts.diffusion.vae_channels", [8] * 5, "concepts.diffusion.resolution: 32 must be divisible by "
+     "2^(len(channels)-1) = 4 times the autoencoder's 2^(len(vae_channels)-1): 64"),
+    ("concepts.threads", -1, "concepts.threads: -1 is below the minimum of 0"),
     ("concepts.h.epochs", -1, "concepts.h.epochs: -1 is below the minimum of 0"),
     ("concepts.models", ["resnet-smal"], "concepts.models: 'resnet-smal' is not in train.models"),
     ("plot.figures", ["exmaples"], "plot.figures: unknown figure 'exmaples'. Did you mean 'examples'?"),

@@ -18,8 +18,8 @@ from .permute import ConceptParamsError
 
 STAGE = "generate"
 # Keys of the params.yaml `concepts` section (read by the generate and permutation stages).
-PARAM_KEYS = ("task", "split", "n_images", "concepts", "permutations", "seed", "device", "generators", "models",
-              "batch_size", "preview", "saliency", "checks", "renderer", "diffusion", "h")
+PARAM_KEYS = ("task", "split", "n_images", "concepts", "permutations", "seed", "device", "threads", "generators",
+              "models", "batch_size", "preview", "saliency", "checks", "renderer", "diffusion", "h")
 
 
 @dataclass

@@ -244,6 +244,12 @@ class Diffusion(Section):
     guidance_scale: NonNegFloat = 2.0
     sample_batch_size: PosInt = 64
     snr_gamma: NonNegFloat = 0.0  # min-SNR-γ loss weighting; 0 = plain MSE
+    vae_channels: list[PosInt] = []  # AutoencoderKL widths: latent diffusion; [] = pixel space
+    latent_channels: PosInt = 4
+    vae_steps: PosInt = 500
+    vae_batch_size: PosInt = 32
+    vae_lr: PosFloat = 1e-3
+    vae_kl: NonNegFloat = 1e-6
 
 
 class ConceptClassifier(TrainSettings):
@@ -269,6 +275,7 @@ class Concepts(Section):
     permutations: PosInt = 3
     seed: int = 0
     device: Device = "cpu"
+    threads: NonNegInt = 0
     generators: Annotated[list[str], names(GENERATORS, "generator")] = ["renderer"]
     models: list[str] = []
     batch_size: PosInt = 250

@@ -463,9 +463,14 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
             if len(d.channels) < 2 or any(ch % 8 or ch % d.attention_head_dim for ch in d.channels):
                 errors.append(f"concepts.diffusion.channels: {d.channels}: give >= 2 widths, each a multiple of 8 and "
                               f"of attention_head_dim={d.attention_head_dim}")
-            elif d.resolution % 2 ** (len(d.channels) - 1):
+            elif d.vae_channels and (any(ch % 8 for ch in d.vae_channels)
+                                     or d.resolution % 2 ** (len(d.vae_channels) - 1)):
+                errors.append(f"concepts.diffusion.vae_channels: {d.vae_channels}: give widths that are multiples of 8, "
+                              f"with resolution={d.resolution} divisible by 2^(len(vae_channels)-1); or [] for pixels")
+            elif d.resolution % (factor := 2 ** (len(d.channels) - 1 + max(len(d.vae_channels) - 1, 0))):
                 errors.append(f"concepts.diffusion.resolution: {d.resolution} must be divisible by "
-                              f"2^(len(channels)-1) = {2 ** (len(d.channels) - 1)}")
+                              f"2^(len(channels)-1) = {2 ** (len(d.channels) - 1)}"
+                              + (f" times the autoencoder's 2^(len(vae_channels)-1): {factor}" if d.vae_channels else ""))
             if d.pretrained:
                 _pretrained(d.pretrained, "concepts.diffusion.pretrained", errors)
 
