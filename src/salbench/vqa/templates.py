@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Mapping
+from functools import cache
 
 from ..render.world import ATTRIBUTES, KNOWN, World
 from .program import RELATIONS, Node, Program, SceneFacts
@@ -22,7 +22,7 @@ Filter = Mapping[str, str]
 SUBSETS = tuple(tuple(a for k, a in enumerate(ATTRIBUTES) if m >> k & 1) for m in range(1 << len(ATTRIBUTES)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def allowed(banned: tuple[str, ...], named: bool = False) -> tuple[int, ...]:
     """Indices of SUBSETS that name no ``banned`` attribute (``named``: and at least one attribute)."""
     return tuple(k for k, s in enumerate(SUBSETS) if not set(s) & set(banned) and (s or not named))
@@ -315,7 +315,7 @@ def tokenize(text: str) -> list[str]:
 def words() -> list[str]:
     """Every word a question can contain, sorted (token id = position + 1; 0 is padding)."""
     out = {"thing", "things"} | {w for t in REL_TEXT.values() for w in t.split()} | set(ATTRIBUTES)
-    for a, vals in KNOWN.items():
+    for vals in KNOWN.values():
         out |= set(vals)
     out |= {s + "s" for s in KNOWN["shape"]}
     for fam in FAMILIES.values():
