@@ -54,7 +54,7 @@ def last_state(out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 ENCODERS = ("recurrent", "bow")
 
 
-def question_encoder(encoder: str, recurrent: type[nn.GRU] | type[nn.LSTM], embed_dim: int,
+def question_encoder(encoder: str, recurrent: type[nn.GRU | nn.LSTM], embed_dim: int,
                      question_dim: int) -> nn.Module:
     """The question encoder after the token embedding: ``recurrent`` (the model's GRU or LSTM, its state
     after the last token) or ``bow`` (bag of words: a Linear + ReLU on the mean of the token embeddings)."""
