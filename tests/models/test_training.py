@@ -149,3 +149,26 @@ def test_cuda_training_follows_the_cpu_run(name: str, fake_batch, tmp_path) -> N
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), models["cuda"].eval()(x.cuda()).cpu(), rtol=1e-4, atol=1e-4)
+
+
+def test_fit_steps_runs_any_batch_step_and_stops_on_its_fit_accuracy():
+    """The shared epoch loop: every sample once per epoch (ragged batch dropped), stats from the step's
+    loss and hits, and the stop once fit_accuracy() reaches cfg.stop_at_train_accuracy."""
+    from salbench.models.training import fit_steps
+
+    model = torch.nn.Linear(1, 1)
+    model.register_buffer("mean", torch.zeros(1))
+    seen: list[torch.Tensor] = []
+
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(idx)
+        return model.weight.sum() * 0 + 2.0, (idx % 2 == 0).float()
+
+    fits = iter([0.5, 0.9])
+    hist = fit_steps(model, model, 10, step, lambda: next(fits),
+                     TrainConfig(epochs=5, batch_size=4, stop_at_train_accuracy=0.8), seed=0)
+    assert [h["epoch"] for h in hist] == [1, 2] and [h["fit_accuracy"] for h in hist] == [0.5, 0.9]
+    assert all(h["loss"] == 2.0 for h in hist)
+    assert len(seen) == 4 and all(len(i) == 4 for i in seen)  # 10 // 4 = 2 batches per epoch
+    first = torch.cat(seen[:2])
+    assert len(first.unique()) == 8 and hist[0]["train_accuracy"] == (first % 2 == 0).float().mean().item()

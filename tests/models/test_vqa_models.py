@@ -44,9 +44,10 @@ def test_shapes_and_checkpoint_attributes(arch: str) -> None:
     assert (m.arch, m.num_classes, m.input_size, m.kwargs) == (arch, 7, 32, TINY[arch])
 
 
+@pytest.mark.parametrize("encoder", ["recurrent", "bow"])
 @pytest.mark.parametrize("arch", sorted(TINY))
-def test_output_depends_on_the_question_and_image_not_on_padding(arch: str) -> None:
-    m = model(arch)
+def test_output_depends_on_the_question_and_image_not_on_padding(arch: str, encoder: str) -> None:
+    m = model(arch, encoder=encoder)
     images, tokens = inputs()
     out = m(images, tokens)
     other = tokens.clone()
@@ -93,9 +94,10 @@ def test_untrained_film_blocks_are_unmodulated() -> None:
     torch.testing.assert_close(m(images, tokens), m(images, tokens.flip(0)))  # γ = 1, β = 0 for every question
 
 
+@pytest.mark.parametrize("encoder", ["recurrent", "bow"])
 @pytest.mark.parametrize("arch", sorted(TINY))
-def test_checkpoint_round_trip(arch: str, tmp_path) -> None:
-    m = model(arch, pool=2)
+def test_checkpoint_round_trip(arch: str, encoder: str, tmp_path) -> None:
+    m = model(arch, pool=2, encoder=encoder)
     answers, tokens = [f"a{i}" for i in range(7)], [f"w{i}" for i in range(20)]
     save_checkpoint(tmp_path / "ck", m, {"task": "t", "classes": answers, "tokens": tokens, "accuracy": {},
                                          "params_hash": "x", "seed": 0, "versions": {}})
@@ -103,6 +105,22 @@ def test_checkpoint_round_trip(arch: str, tmp_path) -> None:
     images, q = inputs()
     assert type(loaded) is type(m) and manifest["input_size"] == 32 and manifest["family"] == m.family
     torch.testing.assert_close(loaded(images, q), m(images, q), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_bag_of_words_encoder_is_the_mean_embedding_and_ignores_word_order(arch: str) -> None:
+    m = model(arch, encoder="bow")
+    images, tokens = inputs()
+    shuffled = tokens.clone()
+    shuffled[1] = tokens[1, [4, 2, 0, 3, 1]]
+    torch.testing.assert_close(m(images, shuffled), m(images, tokens))
+    lin = m.bow[0]
+    mean = m.embed(tokens[:1, :3]).mean(1)
+    torch.testing.assert_close(m.question(tokens[:1]), torch.relu(mean @ lin.weight.T + lin.bias))
+    recurrent = model(arch)
+    assert not torch.allclose(recurrent(images, shuffled)[1], recurrent(images, tokens)[1], atol=1e-5)
+    with pytest.raises(ParamsError, match="kwargs.encoder"):
+        model(arch, encoder="transformer")
 
 
 def test_spec_validation() -> None:

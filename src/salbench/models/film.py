@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .question import QUESTION_MODELS, QuestionModel, check_tokens, last_state
+from .question import QUESTION_MODELS, QuestionModel, encode_question, question_encoder
 from .relation_network import coordinates
 
 
@@ -38,14 +38,16 @@ class FiLM(QuestionModel):
 
     ``stem``: one stride-2 3×3 conv per entry (its channels); ``blocks``: FiLM blocks at the last stem
     width; ``head``: channels of the final 1×1 conv, then hidden widths of the MLP ``f``; ``pool``: average-pool
-    the input by this factor first (a cheaper CPU model, see :meth:`QuestionModel.normalise`).
+    the input by this factor first (a cheaper CPU model, see :meth:`QuestionModel.normalise`); ``encoder``:
+    ``recurrent`` (the GRU, attribute ``gru``) or ``bow`` (bag of words, attribute ``bow``; see
+    :func:`~salbench.models.question.question_encoder`).
     """
 
     family = "film"
 
     def __init__(self, num_answers: int, vocab_size: int, stem: tuple[int, ...] = (32, 64, 64), blocks: int = 4,
                  embed_dim: int = 64, question_dim: int = 128, head: int = 128, f: tuple[int, ...] = (128,),
-                 dropout: float = 0.0, pool: int = 1) -> None:
+                 dropout: float = 0.0, pool: int = 1, encoder: str = "recurrent") -> None:
         super().__init__(num_answers, vocab_size, pool)
         layers: list[nn.Module] = []
         c = 3
@@ -55,7 +57,8 @@ class FiLM(QuestionModel):
         self.cnn = nn.Sequential(*layers)
         self.channels = c
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.gru = nn.GRU(embed_dim, question_dim, batch_first=True)
+        self.encoder_name = "gru" if encoder == "recurrent" else encoder
+        setattr(self, self.encoder_name, question_encoder(encoder, nn.GRU, embed_dim, question_dim))
         self.film = nn.Linear(question_dim, 2 * blocks * c)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
@@ -69,10 +72,8 @@ class FiLM(QuestionModel):
         self.f = nn.Sequential(*mlp, nn.Linear(d, num_answers))
 
     def question(self, tokens: torch.Tensor) -> torch.Tensor:
-        """N×question_dim: the GRU state after the last non-padding token."""
-        check_tokens(tokens)
-        out, _ = self.gru(self.embed(tokens))
-        return last_state(out, tokens)
+        """N×question_dim: the GRU state after the last non-padding token, or the bag of words."""
+        return encode_question(self.embed, getattr(self, self.encoder_name), tokens)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         x = self.cnn(self.normalise(images))

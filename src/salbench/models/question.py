@@ -51,6 +51,31 @@ def last_state(out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return out[torch.arange(len(tokens), device=tokens.device), last]
 
 
+ENCODERS = ("recurrent", "bow")
+
+
+def question_encoder(encoder: str, recurrent: type[nn.GRU | nn.LSTM], embed_dim: int,
+                     question_dim: int) -> nn.Module:
+    """The question encoder after the token embedding: ``recurrent`` (the model's GRU or LSTM, its state
+    after the last token) or ``bow`` (bag of words: a Linear + ReLU on the mean of the token embeddings)."""
+    if encoder not in ENCODERS:
+        raise ParamsError(f"question encoder {encoder!r} is not one of {list(ENCODERS)}; set the model's "
+                          "kwargs.encoder to one of them")
+    if encoder == "bow":
+        return nn.Sequential(nn.Linear(embed_dim, question_dim), nn.ReLU())
+    return recurrent(embed_dim, question_dim, batch_first=True)
+
+
+def encode_question(embed: nn.Embedding, encoder: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """N×question_dim from int64 N×L ``tokens`` (0 = padding) through ``embed`` and a :func:`question_encoder`."""
+    check_tokens(tokens)
+    e = embed(tokens)
+    if isinstance(encoder, nn.RNNBase):
+        return last_state(encoder(e)[0], tokens)
+    words = (tokens > 0).sum(1, keepdim=True).clamp(min=1)
+    return encoder(e.sum(1) / words)  # padding embeddings are 0 (padding_idx)
+
+
 def build_question_model(arch: str, num_answers: int, vocab_size: int, input_size: int = 0,
                          **kwargs: Any) -> QuestionModel:
     """A question-conditioned model registered as ``arch`` (see QUESTION_MODELS); ``input_size`` (px, the

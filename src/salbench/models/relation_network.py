@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .question import QUESTION_MODELS, QuestionModel, build_question_model, check_tokens, last_state
+from .question import QUESTION_MODELS, QuestionModel, build_question_model, encode_question, question_encoder
 
 __all__ = ["RelationNetwork", "build_question_model", "coordinates"]
 
@@ -32,14 +32,16 @@ class RelationNetwork(QuestionModel):
 
     ``conv_channels``: one stride-2 3×3 conv per entry (CLEVR-XAI: four of 24 channels); ``g``/``f``:
     hidden widths of the two MLPs (f's last hidden layer has dropout, as the paper's); ``pool``: average-pool
-    the input by this factor first (fewer cells for the same convs: the CPU profile's 4×4 grid from 64 px).
+    the input by this factor first (fewer cells for the same convs: the CPU profile's 4×4 grid from 64 px);
+    ``encoder``: ``recurrent`` (the LSTM, attribute ``lstm``) or ``bow`` (bag of words, attribute ``bow``).
     """
 
     family = "relation-network"
 
     def __init__(self, num_answers: int, vocab_size: int, conv_channels: tuple[int, ...] = (24, 24, 24, 24),
                  embed_dim: int = 32, question_dim: int = 128, g: tuple[int, ...] = (256, 256, 256, 256),
-                 f: tuple[int, ...] = (256, 256), dropout: float = 0.5, pool: int = 1) -> None:
+                 f: tuple[int, ...] = (256, 256), dropout: float = 0.5, pool: int = 1,
+                 encoder: str = "recurrent") -> None:
         super().__init__(num_answers, vocab_size, pool)
         layers: list[nn.Module] = []
         c = 3
@@ -49,7 +51,8 @@ class RelationNetwork(QuestionModel):
         self.cnn = nn.Sequential(*layers)
         self.cell_dim = c + 2
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.lstm = nn.LSTM(embed_dim, question_dim, batch_first=True)
+        self.encoder_name = "lstm" if encoder == "recurrent" else encoder
+        setattr(self, self.encoder_name, question_encoder(encoder, nn.LSTM, embed_dim, question_dim))
         self.g_i = nn.Linear(self.cell_dim, g[0])
         self.g_j = nn.Linear(self.cell_dim, g[0], bias=False)
         self.g_q = nn.Linear(question_dim, g[0], bias=False)
@@ -72,10 +75,8 @@ class RelationNetwork(QuestionModel):
         return x.flatten(2).transpose(1, 2)
 
     def question(self, tokens: torch.Tensor) -> torch.Tensor:
-        """N×question_dim: the LSTM state after the last non-padding token."""
-        check_tokens(tokens)
-        out, _ = self.lstm(self.embed(tokens))
-        return last_state(out, tokens)
+        """N×question_dim: the LSTM state after the last non-padding token, or the bag of words."""
+        return encode_question(self.embed, getattr(self, self.encoder_name), tokens)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         o = self.cells(images)

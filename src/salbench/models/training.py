@@ -15,11 +15,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
+from torch import nn
 
 from ..params import ParamsError, check_keys
 from .zoo import Classifier, to_unit
 
-EpochHook = Callable[[int, dict[str, float], Classifier], None]
+EpochHook = Callable[[int, dict[str, float], nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -114,40 +115,35 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (total - warm)))
 
 
-def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, seed: int,
-        on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
-    """Train ``model`` in place on uint8 N×H×W×3 ``images`` and ``labels``; return per-epoch stats.
+BatchStep = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""``step(idx, gen)``: the forward pass on the (augmented) samples at CPU int64 indices ``idx`` (B), drawing
+augmentation from ``gen``; returns the mean loss (scalar, with grad) and the per-sample hits (B, detached)."""
 
-    Labels are int64 N (softmax cross-entropy, label smoothing as ``cfg`` says) or 0/1 N×K (multi-label:
-    sigmoid binary cross-entropy per label; accuracies are then per-label).
 
-    Stats per epoch: ``epoch``, ``loss`` and ``train_accuracy`` (running, on augmented batches), and
-    ``fit_accuracy`` (un-augmented training accuracy) when ``cfg.stop_at_train_accuracy`` is set.
+def fit_steps(model: nn.Module, trained: nn.Module, n: int, step: BatchStep, fit_accuracy: Callable[[], float],
+              cfg: TrainConfig, seed: int, on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
+    """The epoch loop shared by every trainer: train ``model`` in place on ``n`` samples through ``step``.
+
+    AdamW on ``trained``'s parameters (``model`` or the module holding them, for timm's no-weight-decay names),
+    warm-up then cosine per step (``cfg``), gradient clipping; shuffling and augmentation from one CPU generator
+    seeded with ``seed``; the ragged last batch is dropped (BatchNorm needs more than one sample). Stats per
+    epoch: ``epoch``, ``loss`` and ``train_accuracy`` (running, on augmented batches), and ``fit_accuracy``
+    (``fit_accuracy()``, un-augmented) when ``cfg.stop_at_train_accuracy`` is set, stopping once it is reached;
     ``on_epoch(epoch, stats, model)`` may add entries to ``stats`` (e.g. validation accuracy).
     """
-    if images.shape[1:3] != (model.input_size, model.input_size):
-        raise ValueError(f"images are {tuple(images.shape[1:3])} px but the model takes {model.input_size} px")
     device = model.mean.device
     gen = torch.Generator().manual_seed(seed)
-    multilabel = labels.ndim == 2
-    images, labels = images.to(device), labels.to(device).float() if multilabel else labels.to(device)
-    n = len(labels)
     bs = min(cfg.batch_size, n)
-    steps = n // bs  # drop the ragged last batch: BatchNorm needs more than one sample
-    opt = create_optimizer_v2(model.net, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = n // bs
+    opt = create_optimizer_v2(trained, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
     history = []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs).to(device)
+        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs)
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for idx in order:
-            x = augment(to_unit(images[idx]), gen, cfg.flip, cfg.shift)
-            logits = model(x)
-            if multilabel:
-                loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
-            else:
-                loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
+            loss, hits = step(idx, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -155,11 +151,11 @@ def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
             opt.step()
             sched.step()
             loss_sum += loss.detach() * bs
-            correct += _hits(logits.detach(), labels[idx]).sum()
+            correct += hits.sum()
         seen = steps * bs
         stats = {"epoch": epoch, "loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
         if cfg.stop_at_train_accuracy:
-            stats["fit_accuracy"] = accuracy(model, images, labels, cfg.eval_batch_size)
+            stats["fit_accuracy"] = fit_accuracy()
         if on_epoch is not None:
             on_epoch(epoch, stats, model)
         history.append(stats)
@@ -167,3 +163,30 @@ def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
             break
     model.eval()
     return history
+
+
+def fit(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, seed: int,
+        on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
+    """Train ``model`` in place on uint8 N×H×W×3 ``images`` and ``labels``; return per-epoch stats (:func:`fit_steps`).
+
+    Labels are int64 N (softmax cross-entropy, label smoothing as ``cfg`` says) or 0/1 N×K (multi-label:
+    sigmoid binary cross-entropy per label; accuracies are then per-label). ``fit_accuracy`` is the
+    un-augmented training accuracy.
+    """
+    if images.shape[1:3] != (model.input_size, model.input_size):
+        raise ValueError(f"images are {tuple(images.shape[1:3])} px but the model takes {model.input_size} px")
+    device = model.mean.device
+    multilabel = labels.ndim == 2
+    images, labels = images.to(device), labels.to(device).float() if multilabel else labels.to(device)
+
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(device)
+        logits = model(augment(to_unit(images[idx]), gen, cfg.flip, cfg.shift))
+        if multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+        else:
+            loss = F.cross_entropy(logits, labels[idx], label_smoothing=cfg.label_smoothing)
+        return loss, _hits(logits.detach(), labels[idx])
+
+    return fit_steps(model, model.net, len(labels), step,
+                     lambda: accuracy(model, images, labels, cfg.eval_batch_size), cfg, seed, on_epoch)

@@ -8,18 +8,17 @@ CPU ``torch.Generator`` seeded by the caller, as in :func:`salbench.models.train
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
 
 from .question import QuestionModel
-from .training import TrainConfig, _schedule, augment
+from .training import EpochHook, TrainConfig, augment, fit_steps
 from .zoo import to_unit
 
-QuestionHook = Callable[[int, dict[str, float], QuestionModel], None]
+QuestionHook = EpochHook  # on_epoch(epoch, stats, model)
 
 
 @dataclass(frozen=True)
@@ -73,50 +72,25 @@ def fit_questions(model: QuestionModel, images: torch.Tensor, questions: Questio
                   on_epoch: QuestionHook | None = None) -> list[dict[str, float]]:
     """Train ``model`` in place on the questions about uint8 N×H×W×3 ``images``; return per-epoch stats.
 
-    Softmax cross-entropy on the answers (label smoothing as ``cfg`` says). Stats per epoch: ``epoch``,
-    ``loss`` and ``train_accuracy`` (running, on augmented batches), and ``fit_accuracy`` (un-augmented
-    answer accuracy on these questions) when ``cfg.stop_at_train_accuracy`` is set; ``on_epoch(epoch,
-    stats, model)`` may add entries. ``cfg.flip`` must be off (flips swap left and right).
+    Softmax cross-entropy on the answers (label smoothing as ``cfg`` says), through the shared epoch loop
+    :func:`salbench.models.training.fit_steps` (its stats; ``fit_accuracy`` is the un-augmented answer
+    accuracy on these questions). ``cfg.flip`` must be off (flips swap left and right).
     """
     if cfg.flip:
         raise ValueError("horizontal flips swap left and right in the relation questions; train with flip: false")
     device = model.mean.device
-    gen = torch.Generator().manual_seed(seed)
     images = images.to(device)
-    n = len(questions)
-    bs = min(cfg.batch_size, n)
-    steps = n // bs  # drop the ragged last batch: BatchNorm needs more than one sample
-    opt = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs)
-        loss_sum, correct = torch.zeros(()), torch.zeros(())
-        for idx in order:
-            x = augment(to_unit(images[questions.image_index[idx].to(device)]), gen, False, cfg.shift)
-            target = questions.answer[idx].to(device)
-            logits = model(x, questions.tokens[idx].to(device))
-            loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach().cpu() * bs
-            correct += (logits.detach().argmax(1) == target).sum().cpu()
-        seen = steps * bs
-        stats = {"epoch": epoch, "loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
-        if cfg.stop_at_train_accuracy:
-            stats["fit_accuracy"] = answer_accuracy(model, images, questions, [], cfg.eval_batch_size)["all"]
-        if on_epoch is not None:
-            on_epoch(epoch, stats, model)
-        history.append(stats)
-        if cfg.stop_at_train_accuracy and stats["fit_accuracy"] >= cfg.stop_at_train_accuracy:
-            break
-    model.eval()
-    return history
+
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = augment(to_unit(images[questions.image_index[idx].to(device)]), gen, False, cfg.shift)
+        target = questions.answer[idx].to(device)
+        logits = model(x, questions.tokens[idx].to(device))
+        loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+        return loss, (logits.detach().argmax(1) == target).float()
+
+    return fit_steps(model, model, len(questions), step,
+                     lambda: answer_accuracy(model, images, questions, [], cfg.eval_batch_size)["all"],
+                     cfg, seed, on_epoch)
 
 
 def below_gates(acc: Mapping[str, float], gates: float | Mapping[str, float]) -> dict[str, tuple[float, float]]:

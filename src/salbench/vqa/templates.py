@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Mapping
+from functools import cache
 
 from ..render.world import ATTRIBUTES, KNOWN, World
 from .program import RELATIONS, Node, Program, SceneFacts
@@ -22,7 +22,7 @@ Filter = Mapping[str, str]
 SUBSETS = tuple(tuple(a for k, a in enumerate(ATTRIBUTES) if m >> k & 1) for m in range(1 << len(ATTRIBUTES)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def allowed(banned: tuple[str, ...], named: bool = False) -> tuple[int, ...]:
     """Indices of SUBSETS that name no ``banned`` attribute (``named``: and at least one attribute)."""
     return tuple(k for k, s in enumerate(SUBSETS) if not set(s) & set(banned) and (s or not named))
@@ -143,20 +143,30 @@ def _pick(ctx: Context, seq: tuple[str, ...]) -> str:
     return seq[ctx.rng.randrange(len(seq))]
 
 
-# ---- CLEVR-XAI-simple: "What <attribute> is the <size> <colour> <material> <shape>?" ----------
-def _simple(attr: str) -> Callable[[Context], Sample | None]:
+def _anchor(ctx: Context, attr: str | None = None, minimal: bool = False) -> tuple[str, int, Filter] | None:
+    """An attribute (``attr``, or a random one) and an object singled out in the scene without naming it
+    (``minimal``: with as few attributes as possible), as (attribute, object, filter); None if none can be."""
+    attr = attr or _pick(ctx, ATTRIBUTES)
+    got = ctx.unique(ctx.facts.full, banned=(attr,), minimal=minimal)
+    return None if got is None else (attr, *got)
+
+
+def _query(attr: str | None, minimal: bool) -> Callable[[Context], Sample | None]:
+    """"What <attr> is the <X>?" (see :func:`_anchor`)."""
     def sample(ctx: Context) -> Sample | None:
-        got = ctx.unique(ctx.facts.full, banned=(attr,), minimal=True)
+        got = _anchor(ctx, attr, minimal)
         if got is None:
             return None
+        a, _, filt = got
         b = Builder()
-        b.add(f"query_{attr}", b.add("unique", b.select(got[1])))
-        return b.program(), f"What {attr} is the {phrase(got[1])}?"
+        b.add(f"query_{a}", b.add("unique", b.select(filt)))
+        return b.program(), f"What {a} is the {phrase(filt)}?"
     return sample
 
 
+# ---- CLEVR-XAI-simple: "What <attribute> is the <size> <colour> <material> <shape>?" ----------
 for _attr in ATTRIBUTES:
-    family(f"query_{_attr}", "simple", "What {A} is the {X1}?")(_simple(_attr))
+    family(f"query_{_attr}", "simple", "What {A} is the {X1}?")(_query(_attr, minimal=True))
 
 
 # ---- CLEVR 1.0 subset -----------------------------------------------------------------------
@@ -176,15 +186,7 @@ def _exist(ctx: Context) -> Sample | None:
     return b.program(), f"Are there any {phrase(f, True)}?"
 
 
-@family("zero_hop", "complex", "What {A} is the {X1}?")
-def _zero_hop(ctx: Context) -> Sample | None:
-    attr = _pick(ctx, ATTRIBUTES)
-    got = ctx.unique(ctx.facts.full, banned=(attr,))
-    if got is None:
-        return None
-    b = Builder()
-    b.add(f"query_{attr}", b.add("unique", b.select(got[1])))
-    return b.program(), f"What {attr} is the {phrase(got[1])}?"
+family("zero_hop", "complex", "What {A} is the {X1}?")(_query(None, minimal=False))
 
 
 def _hops(ctx: Context, hops: int, attr: str) -> Sample | None:
@@ -233,14 +235,14 @@ def _one_hop_count(ctx: Context) -> Sample | None:
 
 @family("same_relate", "complex", "How many other {P2} have the same {A} as the {X1}?")
 def _same_relate(ctx: Context) -> Sample | None:
-    attr = _pick(ctx, ATTRIBUTES)
-    got = ctx.unique(ctx.facts.full, banned=(attr,))
+    got = _anchor(ctx)
     if got is None:
         return None
-    f2 = ctx.filter(ctx.facts.same[attr][got[0]], banned=(attr,))
+    attr, obj, f1 = got
+    f2 = ctx.filter(ctx.facts.same[attr][obj], banned=(attr,))
     b = Builder()
-    b.add("count", b.filters(b.add(f"same_{attr}", b.add("unique", b.select(got[1]))), f2))
-    return b.program(), f"How many other {phrase(f2, True)} have the same {attr} as the {phrase(got[1])}?"
+    b.add("count", b.filters(b.add(f"same_{attr}", b.add("unique", b.select(f1))), f2))
+    return b.program(), f"How many other {phrase(f2, True)} have the same {attr} as the {phrase(f1)}?"
 
 
 @family("single_and", "complex", "How many {P3} are both {R2} the {X2} and {R1} the {X1}?")
@@ -313,7 +315,7 @@ def tokenize(text: str) -> list[str]:
 def words() -> list[str]:
     """Every word a question can contain, sorted (token id = position + 1; 0 is padding)."""
     out = {"thing", "things"} | {w for t in REL_TEXT.values() for w in t.split()} | set(ATTRIBUTES)
-    for a, vals in KNOWN.items():
+    for vals in KNOWN.values():
         out |= set(vals)
     out |= {s + "s" for s in KNOWN["shape"]}
     for fam in FAMILIES.values():
