@@ -95,9 +95,10 @@ def fake_maps(root: Path, attribute: dict, seed: int = 0) -> None:
                            method=name, params=attribute["methods"][name] or {},
                            layer=",".join(method.layers(model, **params)) or None, seed=int(attribute.get("seed", 0)),
                            dtype=attribute.get("map_dtype", "float32"))
+        maps = torch.rand(data.block, *shape, generator=generator)  # one block's worth, reused for every block
         for start, block in data.blocks():
             explained = call_targets(method, model, block.images, block.labels, block.predictions)[1]
-            writer.add(f"fake-{start}", torch.rand(len(block), *shape, generator=generator), explained)
+            writer.add(f"fake-{start}", maps[:len(block)], explained)
         writer.close({k: v for k, v in data.input_hashes().items() if k in method.needs})
 
 

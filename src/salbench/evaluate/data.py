@@ -8,6 +8,7 @@ GT masks are read per block (:meth:`Source.read`, :meth:`Source.blocks`) or for 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from ..models import preprocess
 from ..render.dataset import SplitReader
 
 
-class Source:
+class Source(ABC):
     """Rows 0..N-1 of the test samples: ``labels`` and ``predictions`` (N each) and :meth:`read`."""
 
     labels: Tensor
@@ -30,13 +31,14 @@ class Source:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @abstractmethod
     def read(self, start: int, stop: int) -> EvalData:
-        raise NotImplementedError
+        """Samples ``start:stop`` in memory."""
 
+    @abstractmethod
     def input_hashes(self) -> dict[str, str]:
         """SHA-256 (:func:`salbench.attribution.cache.tensor_sha256`) of the per-sample inputs a method may
         read besides the images (``masks``), as the attribute stage keyed its maps."""
-        raise NotImplementedError
 
     def first(self, n: int | None) -> EvalData:
         """The first ``n`` samples (all for None) in memory."""
