@@ -7,8 +7,8 @@ params.yaml's ``attribute`` section (the default method list; ``--methods`` to s
 ``--shard-size`` / ``--dtype`` to override) and ``evaluate`` section (the default metrics), and runs
 ``stages/attribute.py`` then ``stages/evaluate.py``, each in a fresh process, reporting that process's peak
 RSS (``ru_maxrss``), wall time and CPU time (user + system). The maps' values do not matter here, only what
-the stages hold. Results are merged into ``--json`` (one record per stage and size), so sizes can be run by
-separate invocations; ``--work DIR`` keeps each size's split, models and maps in ``DIR/<size>`` (a later
+the stages hold. Results are merged into ``--json`` (one record per stage, size and setting), so sizes can
+be run by separate invocations; ``--work DIR`` keeps each size's split, models and maps in ``DIR/<size>`` (a later
 ``--stages evaluate`` run reuses them). ``--fake-maps`` gives evaluate random maps of the right shapes and
 keys instead of the attribute stage's (evaluate's memory does not depend on the maps' values; the attribute
 stage at 10,000 images takes over an hour on a loaded 2-core machine).
@@ -178,13 +178,14 @@ def main() -> None:
                 gib = r["peak_kib"] / 2 ** 20
                 print(f"{stage:>9} {n:>6} images: peak RSS {gib:.2f} GiB, wall {r['seconds']:.0f} s, CPU "
                       f"{r['cpu_seconds']:.0f} s  ({r['log']})", flush=True)
-                records = [x for x in records if (x["stage"], x["images"]) != (stage, n)]
+                records = [x for x in records if (x["stage"], x["images"], x["setting"]) != (stage, n, setting)]
                 records.append({"stage": stage, "images": n, "peak_rss_gib": round(gib, 3),
                                 "wall_s": round(r["seconds"], 1), "cpu_s": round(r["cpu_seconds"], 1),
                                 "setting": setting, "date": datetime.date.today().isoformat()})
-                out.write_text(json.dumps(sorted(records, key=lambda x: (x["stage"], x["images"])), indent=1) + "\n")
+                out.write_text(json.dumps(sorted(records, key=lambda x: (x["stage"], x["setting"], x["images"])),
+                                          indent=1) + "\n")
     for stage in STAGES:
-        peaks = [x["peak_rss_gib"] for x in records if x["stage"] == stage]
+        peaks = [x["peak_rss_gib"] for x in records if (x["stage"], x["setting"]) == (stage, setting)]
         if len(peaks) > 1:
             print(f"{stage}: largest / smallest peak {max(peaks) / min(peaks):.3f} (limit 1.20)")
 
