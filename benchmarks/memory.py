@@ -181,7 +181,8 @@ def main() -> None:
                 records = [x for x in records if (x["stage"], x["images"], x["setting"]) != (stage, n, setting)]
                 records.append({"stage": stage, "images": n, "peak_rss_gib": round(gib, 3),
                                 "wall_s": round(r["seconds"], 1), "cpu_s": round(r["cpu_seconds"], 1),
-                                "setting": setting, "date": datetime.date.today().isoformat()})
+                                "setting": setting, "entries": list(attribute["methods"]),
+                                "date": datetime.date.today().isoformat()})
                 out.write_text(json.dumps(sorted(records, key=lambda x: (x["stage"], x["setting"], x["images"])),
                                           indent=1) + "\n")
     for stage in STAGES:
