@@ -110,7 +110,7 @@ def run_stage(root: Path, stage: str) -> dict:
         cmd += ["--results", str(root / "results.csv"), "--metrics", str(root / "metrics.json"),
                 "--out", str(root / "evaluate")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, check=False)
     if proc.returncode:
         raise SystemExit(f"{stage} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = proc.stdout.strip().splitlines()

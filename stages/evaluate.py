@@ -2,8 +2,9 @@
 
 Reads the test split data/render/<task>/ (block by block, `attribute.shard_size` images at a time), the
 models data/models/<task>/<model>/{final, random_labels, random_init, checkpoints}/ and the cached maps
-data/maps/<task>/<model>/<entry>/ (stage attribute, block by block too), and builds each entry's method from `attribute.methods` for the metrics that need new maps. Writes the results
-table data/results/<task>/<model>.csv (schema: salbench.results), the headline numbers
+data/maps/<task>/<model>/<entry>/ (stage attribute, block by block too), and builds each entry's method
+from `attribute.methods` for the metrics that need new maps. Writes the results table
+data/results/<task>/<model>.csv (schema: salbench.results), the headline numbers
 data/metrics/evaluate/<task>/<model>.json (`dvc metrics`) and data/evaluate/<task>/<model>/examples.safetensors
 (example images and maps for the figures).
 """

@@ -19,8 +19,8 @@ from ..models import load_checkpoint
 from ..params import ParamsError
 from ..results import write_results
 from .config import EvalConfig
-from .headlines import headlines
 from .data import Source
+from .headlines import headlines
 from .suite import Entry, Models, Report
 
 

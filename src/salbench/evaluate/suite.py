@@ -253,7 +253,9 @@ def evaluate(models: Models, data: Source, entries: Mapping[str, Entry], config:
         meta_maps: dict[tuple[float, int | None], Tensor] = {}
 
         def rows_of(i: int, spec: MetricSpec, part: EvalData, maps: Tensor, extra: Mapping[str, Any] | None = None,
-                    explain: Callable | None = explain) -> list[dict[str, Any]]:
+                    explain: Callable | None = explain, streams: dict = streams, targets: Tensor = targets
+                    ) -> list[dict[str, Any]]:
+            """Rows of the entry's ``i``-th spec: streamed already, or run on ``part`` and ``maps``."""
             if i in streams:
                 return output_rows(spec, *streams[i], n_boot, seed)
             return run_metric(spec, _inputs(models, part, maps, explain, bs, targets[:spec.samples]), n_boot, seed,
@@ -287,7 +289,7 @@ def evaluate(models: Models, data: Source, entries: Mapping[str, Entry], config:
             if cascading is not None and _scores(cascading, entry, compared):
                 report.examples[f"cascade/{name}"] = cascade_examples(models.model, explain, head.images[:k],
                                                                       blocks, seed, bs)
-        del cached, targets, meta_maps, streams  # before the next entry's maps load: one entry's maps at a time
+        del cached, targets, meta_maps, streams, rows_of  # one entry's maps at a time
     return report
 
 
