@@ -6,12 +6,13 @@ mask, balanced labels; no rendering) and untrained models of the default size (p
 params.yaml's ``attribute`` section (the default method list; ``--methods`` to subset it, ``--batch-size`` /
 ``--shard-size`` / ``--dtype`` to override) and ``evaluate`` section (the default metrics), and runs
 ``stages/attribute.py`` then ``stages/evaluate.py``, each in a fresh process, reporting that process's peak
-RSS (``ru_maxrss``), wall time and CPU time (user + system). The maps' values do not matter here, only what
-the stages hold. Results are merged into ``--json`` (one record per stage, size and setting), so sizes can
-be run by separate invocations; ``--work DIR`` keeps each size's split, models and maps in ``DIR/<size>`` (a later
-``--stages evaluate`` run reuses them). ``--fake-maps`` gives evaluate random maps of the right shapes and
-keys instead of the attribute stage's (evaluate's memory does not depend on the maps' values; the attribute
-stage at 10,000 images takes over an hour on a loaded 2-core machine).
+RSS (``VmHWM``: its own high-water mark), wall time and CPU time (user + system). The maps' values do not
+matter here, only what the stages hold. Results are merged into ``--json`` (one record per stage, size and
+setting), so sizes can be run by separate invocations; ``--work DIR`` keeps each size's split, models and maps
+in ``DIR/<size>`` (a later ``--stages evaluate`` run reuses them). ``--fake-maps`` gives evaluate
+random maps of the right shapes and keys instead of the attribute stage's (evaluate's memory does not
+depend on the maps' values; the attribute stage at 10,000 images takes over an hour on a loaded 2-core
+machine).
 
 Run: ``PYTHONPATH=src .venv/bin/python benchmarks/memory.py --sizes 1000 10000 [--size 128 --threads 1]``
 """
@@ -38,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 8
 STAGES = ("attribute", "evaluate")
 
-# Runs the stage in this process, then prints its peak RSS (KiB on Linux), wall and CPU time as JSON.
+# Runs the stage in this process, then prints its peak RSS (KiB), wall and CPU time as JSON. The peak is VmHWM,
+# the high-water mark of this process's own memory: ru_maxrss would also count the benchmark process's RSS
+# at the moment it spawned this one (Linux keeps it across fork and exec), e.g. the fabricated split's arrays.
 RUNNER = """
 import json, resource, runpy, sys, time
 t0 = time.perf_counter()
@@ -47,8 +50,9 @@ try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"peak_kib": r.ru_maxrss, "seconds": time.perf_counter() - t0,
-                      "cpu_seconds": r.ru_utime + r.ru_stime}))
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(json.dumps({"peak_kib": peak, "seconds": time.perf_counter() - t0, "cpu_seconds": r.ru_utime + r.ru_stime}))
 """
 
 
