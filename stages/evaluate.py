@@ -1,9 +1,10 @@
 """DVC stage `evaluate@<task>-<model>`: every metric of params.yaml `evaluate` for every attribute entry.
 
-Reads the test split data/render/<task>/, the models data/models/<task>/<model>/{final, random_labels,
-random_init, checkpoints}/ and the cached maps data/maps/<task>/<model>/<entry>/ (stage attribute), and
-builds each entry's method from `attribute.methods` for the metrics that need new maps. Writes the results
-table data/results/<task>/<model>.csv (schema: salbench.results), the headline numbers
+Reads the test split data/render/<task>/ (block by block, `attribute.shard_size` images at a time), the
+models data/models/<task>/<model>/{final, random_labels, random_init, checkpoints}/ and the cached maps
+data/maps/<task>/<model>/<entry>/ (stage attribute, block by block too), and builds each entry's method
+from `attribute.methods` for the metrics that need new maps. Writes the results table
+data/results/<task>/<model>.csv (schema: salbench.results), the headline numbers
 data/metrics/evaluate/<task>/<model>.json (`dvc metrics`) and data/evaluate/<task>/<model>/examples.safetensors
 (example images and maps for the figures).
 """
@@ -20,18 +21,17 @@ from pathlib import Path
 
 import torch
 
-from salbench.attribution import select_targets
 from salbench.device import resolve_device, set_threads
 from salbench.errors import cli
-from salbench.evaluate import EvalData, evaluate, parse_config
+from salbench.evaluate import SplitData, evaluate, parse_config
 from salbench.evaluate.artifacts import check_entry_names, load_entries, load_models, model_hash, save_report
 from salbench.evaluate.gt import without_gt_metrics
 from salbench.evaluate.suite import flat_perturbation
 from salbench.evaluate.vqa import evaluate_task
 from salbench.io import atomic_dir
-from salbench.models import preprocess
 from salbench.params import load_params, section
-from salbench.render import load_manifest, load_split
+from salbench.render import load_manifest
+from salbench.render.dataset import SplitReader
 from salbench.vqa.samples import is_vqa_task
 
 
@@ -77,16 +77,12 @@ def main() -> None:
         if skipped:
             print(f"[evaluate {name}] note: task {args.task} has no GT masks (folders.{args.task}.masks): skipping "
                   f"{', '.join(skipped)}; the other metrics run", file=sys.stderr)
-    split = load_split(data_dir, str(attribute.get("split", "test")), keys=("images", "label", "gt_mask"))
-    images = preprocess(split["images"], {"input_size": models.model.input_size}).to(device)
-    labels = torch.from_numpy(split["label"]).long().to(device)
-    targets = select_targets(models.model, images, labels, str(attribute.get("explain", "predicted")),
-                             config.batch_size)
-    data = EvalData(images, labels, torch.from_numpy(split["gt_mask"]).bool().to(device),
-                    select_targets(models.model, images, labels, "predicted", config.batch_size))
+    reader = SplitReader(data_dir, str(attribute.get("split", "test")))
+    data = SplitData(reader, models.model, device, config.batch_size, int(attribute.get("shard_size", 256)))
+    targets = data.targets(models.model, str(attribute.get("explain", "predicted")), config.batch_size)
     entries = load_entries(methods, models.model.family, Path(args.maps or f"data/maps/{name}"), models.model,
-                           model_hash(model_dir), images, labels, targets, int(attribute.get("seed", 0)),
-                           f"attribute@{args.task}-{args.model}", config.batch_size, {"masks": data.masks})
+                           model_hash(model_dir), data, targets, int(attribute.get("seed", 0)),
+                           f"attribute@{args.task}-{args.model}", config.batch_size)
 
     t0 = time.perf_counter()
     report = evaluate(models, data, entries, config)

@@ -166,6 +166,7 @@ def load_split_images(tmp: Path) -> np.ndarray:
 
 def test_evaluate_finds_the_control_maps_only_for_the_same_masks(tmp_path, masks):
     from salbench.attribution.cache import save_maps
+    from salbench.evaluate import EvalData
     from salbench.evaluate.artifacts import load_entries
     from salbench.io import StaleArtifactError
 
@@ -174,9 +175,9 @@ def test_evaluate_finds_the_control_maps_only_for_the_same_masks(tmp_path, masks
     save_maps(tmp_path / "gt_mask", maps, targets, model_hash="h", method="gt_mask", params={}, layer=None, seed=0,
               inputs=method_inputs(("masks",), {"masks": masks}))
     images = torch.zeros(4, 3, 32, 32)
-    entries = load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", images, targets, targets, 0,
-                           "attribute@t-m", inputs={"masks": masks})
-    torch.testing.assert_close(entries["gt_mask"].load()[0], maps)
+    entries = load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h",
+                           EvalData(images, targets, masks, targets), targets, 0, "attribute@t-m")
+    torch.testing.assert_close(entries["gt_mask"].read(0, None)[0], maps)
     with pytest.raises(StaleArtifactError, match="attribute@t-m"):
-        load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", images, targets, targets, 0,
-                     "attribute@t-m", inputs={"masks": ~masks})
+        load_entries({"gt_mask": {}}, "cnn", tmp_path, Untouchable(), "h", EvalData(images, targets, ~masks, targets),
+                     targets, 0, "attribute@t-m")

@@ -30,7 +30,7 @@ def _run(root: Path, family: str):
     models = load_models(s["model_dir"], torch.device("cpu"), "train@t-m")
     labels = torch.from_numpy(s["split"]["label"])
     data = EvalData(s["x"], labels, torch.from_numpy(s["split"]["gt_mask"]), s["predicted"])
-    entries = load_entries(METHODS, family, root / "maps", models.model, model_hash(s["model_dir"]), s["x"], labels,
+    entries = load_entries(METHODS, family, root / "maps", models.model, model_hash(s["model_dir"]), data,
                            s["predicted"], 0, "attribute@t-m")
     report = evaluate(models, data, entries, parse_config(EVALUATE))
     return check_rows(table_rows(report, "t", "m", family)), report
@@ -221,7 +221,8 @@ def test_stale_maps_name_the_attribute_stage(tmp_path):
     other_targets = (s["predicted"] + 1) % 3  # maps were cached for other targets
     labels = torch.from_numpy(s["split"]["label"])
     with pytest.raises(StaleArtifactError, match=r"explained targets changed.*dvc repro attribute@t-m"):
-        load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]), s["x"], labels,
+        load_entries(METHODS, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]),
+                     EvalData(s["x"], labels, torch.from_numpy(s["split"]["gt_mask"]), s["predicted"]),
                      other_targets, 0, "attribute@t-m")
 
 
@@ -254,8 +255,9 @@ def test_an_entry_with_its_own_explain_loads_the_maps_the_stage_keyed(tmp_path):
     maps = torch.rand(len(labels), 3, 32, 32)
     save_maps(tmp_path / "maps" / "gradient_true", maps, labels, model_hash=model_hash(s["model_dir"]),
               method="gradient_true", params=spec, layer=None, seed=0)
+    data = EvalData(s["x"], labels, torch.from_numpy(s["split"]["gt_mask"]), s["predicted"])
     entries = load_entries({"gradient_true": spec}, "cnn", tmp_path / "maps", models.model, model_hash(s["model_dir"]),
-                           s["x"], labels, s["predicted"], 0, "attribute@t-m")
-    loaded, targets = entries["gradient_true"].load()
+                           data, s["predicted"], 0, "attribute@t-m")
+    loaded, targets = entries["gradient_true"].read(0, None)
     assert torch.equal(targets, labels) and not torch.equal(labels, s["predicted"])
     torch.testing.assert_close(loaded, maps)

@@ -17,7 +17,7 @@ def _rows(root: Path, s: dict, maps: Path) -> dict[tuple, float]:
     models = load_models(s["model_dir"], torch.device("cpu"), "train@t-m")
     labels = torch.from_numpy(s["split"]["label"])
     data = EvalData(s["x"], labels, torch.from_numpy(s["split"]["gt_mask"]), s["predicted"])
-    entries = load_entries(METHODS, "cnn", maps, models.model, model_hash(s["model_dir"]), s["x"], labels,
+    entries = load_entries(METHODS, "cnn", maps, models.model, model_hash(s["model_dir"]), data,
                            s["predicted"], 0, "attribute@t-m")
     rows = table_rows(evaluate(models, data, entries, parse_config(EVALUATE)), "t", "m", "cnn")
     return {(r["method"], r["metric"], r["variant"], r["statistic"], r["step"]): r["mean"] for r in rows}

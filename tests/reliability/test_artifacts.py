@@ -232,6 +232,7 @@ def write_evaluate_inputs(root: Path, params: dict[str, Any]) -> None:
 def test_stale_or_damaged_maps_stop_evaluate_within_seconds(tmp_path: Path, case: str) -> None:
     """The issue's cases: `integrated_gradients.steps` changed without re-running attribute, and 64 flipped
     bytes in a gradcam shard (size and mtime kept)."""
+    from salbench.evaluate import EvalData
     from salbench.evaluate.artifacts import load_entries, load_models, model_hash
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -240,9 +241,9 @@ def test_stale_or_damaged_maps_stop_evaluate_within_seconds(tmp_path: Path, case
     split = load_split(tmp_path / "render" / TASK, "test")
     images, labels = preprocess(split["images"], {"input_size": 32}), torch.from_numpy(split["label"])
     targets = select_targets(models.model, images, labels)
+    data = EvalData(images, labels, torch.from_numpy(split["gt_mask"]).bool(), targets)
     entries = load_entries(params["attribute"]["methods"], "cnn", tmp_path / "maps", models.model,
-                           model_hash(tmp_path / "models" / TASK / MODEL), images, labels, targets, 0, "attribute@x",
-                           inputs={"masks": torch.from_numpy(split["gt_mask"]).bool()})
+                           model_hash(tmp_path / "models" / TASK / MODEL), data, targets, 0, "attribute@x")
     assert {"integrated_gradients", "gradcam"} <= set(entries)  # the fabricated maps are fresh and whole
 
     if case == "stale":

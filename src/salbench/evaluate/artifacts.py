@@ -3,7 +3,6 @@ and the outputs: the results table (salbench.results), the headline metrics (`dv
 example arrays (figures)."""
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,14 @@ import torch
 from torch import Tensor
 
 from ..attribution import build, call_targets
-from ..attribution.cache import check_maps, load_maps, method_inputs
-from ..io import file_hash, require, save_shard, write_json
+from ..attribution.cache import MANIFEST, check_maps, read_manifest
+from ..errors import SalbenchError
+from ..io import StaleArtifactError, corrupt, file_hash, load_shard, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
 from ..results import write_results
 from .config import EvalConfig
+from .data import Source
 from .headlines import headlines
 from .suite import Entry, Models, Report
 
@@ -39,27 +40,33 @@ def check_entry_names(config: EvalConfig, known: Iterable[str]) -> None:
 
 
 def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model: torch.nn.Module,
-                 model_hash: str, images: Tensor, labels: Tensor, targets: Tensor, seed: int, stage: str,
-                 batch_size: int = 64, inputs: Mapping[str, Tensor] | None = None) -> dict[str, Entry]:
-    """Entries of `attribute.methods` for ``family``, with lazy loaders of their cached maps (keyed as the
-    attribute stage keys them: ``targets`` by default, an entry's own `explain` choice from ``labels``;
-    ``inputs``: the per-sample inputs the attribute stage passed (``masks``), which the keys of the control
-    entries cover); a missing, stale, truncated or corrupt cache raises here, before any metric work, naming
-    ``stage`` (the attribute stage that writes ``maps_dir``)."""
+                 model_hash: str, data: Source, targets: Tensor, seed: int, stage: str,
+                 batch_size: int = 64) -> dict[str, Entry]:
+    """Entries of `attribute.methods` for ``family``, with readers of their cached maps (keyed as the attribute
+    stage keys them: ``targets`` (N) by default, an entry's own `explain` choice from ``data``'s labels, and
+    the per-sample inputs the method reads, :meth:`Source.input_hashes`); a missing, stale, truncated or
+    corrupt cache raises here, before any metric work, naming ``stage`` (the attribute stage that writes
+    ``maps_dir``). One pass over ``data`` finds the classes every entry explains."""
+    built = {name: b for name, spec in methods.items() if (b := build(name, spec, family)) is not None}
+    names = list(built)
+    explained = dict(zip(names, data.scan(lambda start, d: [
+        call_targets(built[n][0], model, d.images, d.labels, targets[start:start + len(d)], batch_size)[1]
+        for n in names]))) if names else {}
+    hashes = data.input_hashes()
     entries = {}
-    for name, spec in methods.items():
-        built = build(name, spec, family)
-        if built is None:
-            continue
-        method, params = built
+    for name, (method, params) in built.items():
+        spec = methods[name]
+        missing = [key for key in method.needs if key not in hashes]
+        if missing:
+            raise SalbenchError(f"attribute.methods.{name} reads {missing}, which the test split lacks; the render "
+                                "stage writes gt_mask: run `dvc repro render` or drop the entry")
         layer = ",".join(method.layers(model, **params)) or None
-        explained = call_targets(method, model, images, labels, targets, batch_size)[1]
         key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=spec or {}, layer=layer,
-                         targets=explained, seed=seed, stage=stage,
-                         inputs=method_inputs(method.needs, inputs or {}))
-        load = functools.partial(_load, maps_dir / name, key, stage)
+                         targets=explained[name], seed=seed, stage=stage,
+                         inputs={k: hashes[k] for k in method.needs})
         registry = str((spec or {}).get("method", name))
-        entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)
+        entries[name] = Entry(name, method, params, MapReader(maps_dir / name, key, stage).read,
+                              _short_layer(layer, model), registry)
     return entries
 
 
@@ -70,9 +77,39 @@ def _short_layer(layer: str | None, model: torch.nn.Module) -> str:
     return ",".join(part.removeprefix(prefix) for part in (layer or "").split(",") if part)
 
 
-def _load(map_dir: Path, key: str, stage: str, limit: int | None = None) -> tuple[Tensor, Tensor]:
-    maps, targets, _ = load_maps(map_dir, key, stage, limit)
-    return maps, targets
+class MapReader:
+    """Rows of one entry's cached maps, read shard by shard: :meth:`read` loads only the shards that hold the
+    rows asked for (each verified against the manifest's checksum) and widens float16 storage to float32."""
+
+    def __init__(self, map_dir: Path, key: str, stage: str) -> None:
+        from safetensors import safe_open
+
+        manifest = read_manifest(map_dir, stage)
+        if manifest.get("key") != key:
+            raise StaleArtifactError(f"maps in {map_dir} were computed for other inputs (key {manifest.get('key')} "
+                                     f"!= {key}); run `dvc repro {stage}` to recompute them")
+        self.stage, self.shards, self.bounds = stage, list(manifest["checksums"].items()), [0]
+        for name, _ in self.shards:
+            with safe_open(map_dir / name, "np") as f:
+                self.bounds.append(self.bounds[-1] + int(f.get_slice("targets").get_shape()[0]))
+        self.dir = map_dir
+        if self.bounds[-1] != int(manifest["shape"][0]):
+            raise corrupt(map_dir / MANIFEST, f"its shards hold {self.bounds[-1]} maps, not {manifest['shape'][0]}",
+                          stage)
+
+    def read(self, start: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor]:
+        """Maps ``start:stop`` (n×C'×H×W float32, on the CPU) and the targets they explain (n)."""
+        stop = self.bounds[-1] if stop is None else min(stop, self.bounds[-1])
+        maps, targets = [], []
+        for (name, checksum), lo, hi in zip(self.shards, self.bounds, self.bounds[1:]):
+            if lo < stop and hi > start:
+                shard = load_shard(self.dir / name, self.stage, checksum)
+                rows = slice(max(start - lo, 0), stop - lo)
+                maps.append(torch.from_numpy(shard["maps"][rows]).float())
+                targets.append(torch.from_numpy(shard["targets"][rows]))
+        if not maps:
+            return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+        return (maps[0], targets[0]) if len(maps) == 1 else (torch.cat(maps), torch.cat(targets))
 
 
 def load_models(model_dir: Path, device: torch.device, stage: str) -> Models:
