@@ -67,7 +67,8 @@ def _entries(model: torch.nn.Module, q: Questions, names: dict) -> dict[str, Ent
     built = {n: build(n, spec, "cnn") for n, spec in names.items()}
     maps = attribute_many(model, q.images, q.predictions, list(built.values()),
                           additional_inputs={"tokens": q.tokens}, masks=q.gt["single_object"])
-    return {n: Entry(n, b[0], b[1], lambda limit=None, m=m: (m, q.predictions), "", str(names[n].get("method", n)))
+    return {n: Entry(n, b[0], b[1], lambda start=0, stop=None, m=m: (m[start:stop], q.predictions[start:stop]), "",
+                     str(names[n].get("method", n)))
             for (n, b), m in zip(built.items(), maps)}
 
 

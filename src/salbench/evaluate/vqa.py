@@ -24,7 +24,6 @@ evaluated questions.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import sys
@@ -47,7 +46,7 @@ from ..metrics.question_sensitivity import disjoint_pairs, question_sensitivity
 from ..models import preprocess
 from ..results import variant
 from ..vqa.samples import QuestionReader
-from .artifacts import _load, _short_layer, model_hash
+from .artifacts import MapReader, _short_layer, model_hash
 from .config import EvalConfig, MetricSpec
 from .suite import MAPS_ONLY, Entry, Models, Report, compared_entries, run_metric
 
@@ -123,8 +122,8 @@ def load_question_entries(methods: Mapping[str, Any], maps_dir: Path, model: nn.
         key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=methods[name] or {},
                          layer=layer, targets=explained, seed=seed, stage=stage, inputs=inputs)
         registry = str((methods[name] or {}).get("method", name))
-        load = functools.partial(_load, maps_dir / name, key, stage)
-        entries[name] = Entry(name, method, params, load, _short_layer(layer, model), registry)
+        entries[name] = Entry(name, method, params, MapReader(maps_dir / name, key, stage).read,
+                              _short_layer(layer, model), registry)
     return entries
 
 
@@ -247,7 +246,7 @@ def evaluate_questions(models: Models, q: Questions, entries: Mapping[str, Entry
     specs = [s for s in config.specs if s.layer_study is None and s.meta_lr is None]
     for name in compared:
         entry = entries[name]
-        maps, targets = entry.load()
+        maps, targets = entry.read(0, None)  # the VQA samples are capped (attribute.vqa_questions)
         maps, targets = maps.to(q.images.device), targets.to(q.images.device)
         rows = []
         for spec in specs:
