@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - install problem
     raise ImportError("the diffusion generator needs diffusers and transformers: "
                       "pip install -e . (they are core dependencies)") from e
 
-from ..models.training import augment
+from ..models.training import augment, optimiser_step
 from ..params import ParamsError, check_keys
 from ..render.preview import grid
 from ..render.tasks import Presence
@@ -259,12 +259,7 @@ def train_autoencoder(vae: AutoencoderKL, images: torch.Tensor, cfg: DiffusionCo
         x = augment(x_all[idx], gen, cfg.flip, 0)
         post = vae.encode(x).latent_dist
         loss = F.mse_loss(vae.decode(post.mean).sample, x) + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
-        opt.step()
-        lr_sched.step()
+        optimiser_step(loss, vae.parameters(), opt, lr_sched, cfg.grad_clip)
         losses.append(loss.item())
         if live is not None and (step % cfg.log_every == 0 or step == cfg.vae_steps):
             live.step = step
@@ -355,12 +350,7 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
                     snr_weights(noise_sched, t, cfg.snr_gamma)).mean()
         else:
             loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        lr_sched.step()
+        optimiser_step(loss, params, opt, lr_sched, cfg.grad_clip)
         decay = min(cfg.ema_decay, step / (step + 10))  # warm-up: early weights are soon forgotten
         for e, p in zip(ema, params):
             e.lerp_(p.detach(), 1 - decay)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -69,6 +69,18 @@ def random_labels(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor
     idx = torch.randperm(len(labels), generator=gen)[:n].sort().values
     sub = labels[idx]
     return idx, sub[torch.randperm(len(sub), generator=gen).to(sub.device)]
+
+
+def optimiser_step(loss: torch.Tensor, params: Iterable[torch.nn.Parameter], opt: torch.optim.Optimizer,
+                   sched: Any, grad_clip: float) -> None:
+    """One update: zero the gradients, backpropagate ``loss``, clip the gradient norm of ``params`` to
+    ``grad_clip`` (0: no clipping), step the optimiser and the learning-rate schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, shift: int) -> torch.Tensor:
@@ -144,12 +156,7 @@ def fit_steps(model: nn.Module, trained: nn.Module, n: int, step: BatchStep, fit
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for idx in order:
             loss, hits = step(idx, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            optimiser_step(loss, model.parameters(), opt, sched, cfg.grad_clip)
             loss_sum += loss.detach() * bs
             correct += hits.sum()
         seen = steps * bs
