@@ -73,6 +73,7 @@ def vqa_rows(add: Callable[..., None]) -> None:
         for model in VQA_MODELS:
             a = functools.partial(add, task, model, "cnn")
             a("", "accuracy", "", "value", 0.9, 0.02, 500)
+            a("", "accuracy", "family=query_color", "value", 0.85, 0.03, 200)  # per question family
             for gt, means in gts.items():
                 for m, mass in zip(VQA_ORDER + ("random",), means + (0.1,)):
                     for k, p in enumerate(POOLINGS):

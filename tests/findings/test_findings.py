@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 import pytest
-from findings_synthetic import EXPECTED, FLIPS, set_mean, synthetic_depict, synthetic_table
+from findings_synthetic import EXPECTED, FLIPS, TASK, set_mean, synthetic_depict, synthetic_table
 
 from salbench.findings import FINDINGS, INCONCLUSIVE, Inputs, Results, evaluate_findings
 from salbench.findings.depict import generator_cell
@@ -136,3 +136,23 @@ def test_question_sensitivity_bar_lies_midway_from_the_random_control_to_one(tab
     missing = verdict(table[table["method"] != "random"], None, "vqa_question_sensitivity")
     assert missing.verdict == INCONCLUSIVE
     assert "missing row: film-small random question_sensitivity" in missing.explanation
+
+
+def test_classifier_claims_ignore_question_answering_models(table: pd.DataFrame) -> None:
+    """A VQA model's sanity, COSE and class-sensitivity rows (evaluate_vqa writes them, family cnn) with every
+    classifier number inverted change no classifier paper's verdict; the VQA findings still see the model."""
+    base = {f.id: f.to_json() for f in evaluate_findings(Inputs(Results(table), synthetic_depict()))}
+    clf = table[(table["task"] == TASK) & (table["model"] == "resnet-small")]
+    twin = clf.assign(task="vqa-simple", model="film-small", mean=1 - clf["mean"], ci_low=1 - clf["ci_high"],
+                      ci_high=1 - clf["ci_low"])
+    twin = twin[twin["metric"] != "accuracy"]
+    mixed = {f.id: f.to_json() for f in evaluate_findings(Inputs(Results(pd.concat([table, twin])),
+                                                                 synthetic_depict()))}
+    classifier = [i for i in base if not i.startswith(("clevr_xai_vqa", "vqa_"))]
+    assert len(classifier) >= 10 and all(mixed[i] == base[i] for i in classifier)
+    units = Results(pd.concat([table, twin])).units_of(task="vqa-simple", kind="vqa")
+    assert [u.model for u in units] == ["film-small", "rn-small"]
+    # without the kind filter the inverted twin would decide: the same rows under a classifier task flip verdicts
+    flipped = {f.id: f.verdict for f in evaluate_findings(Inputs(Results(pd.concat(
+        [table, twin.assign(task="other-task")])), synthetic_depict()))}
+    assert any(flipped[i] != base[i]["verdict"] for i in classifier)

@@ -22,7 +22,7 @@ def gt_ordering(inputs: Inputs, task: str, gt: str) -> Cell:
     per_metric = []
     for metric in GT_METRICS:
         variants = [v for v in r.variants(metric, ("gt", "pooling")) if parse_variant(v)["gt"] == gt]
-        units = [u for u in r.units_with(metric, variants) if u.task == task]
+        units = [u for u in r.units_with(metric, variants, kind="vqa") if u.task == task]
         if not units:
             why = f"missing rows: no {task} model with {metric} gt={gt},pooling=<p> rows (stage evaluate_vqa)"
             per_metric.append(Cell(metric, INCONCLUSIVE, why))
@@ -61,7 +61,7 @@ for _kind, _gts in GT_KINDS.items():
 def question_sensitivity(inputs: Inputs) -> Cell:
     r = inputs.results
     cells = []
-    for u in r.units_with("question_sensitivity", [""]):
+    for u in r.units_with("question_sensitivity", [""], kind="vqa"):
         label = f"{u.task} {u.model}"
         reference = stat(r, u, REFERENCE, "question_sensitivity")
         if isinstance(reference, str):

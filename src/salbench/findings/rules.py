@@ -128,7 +128,7 @@ def paired_votes(label: str, results: Results, metric: str, a: str, b: str, stat
     return most_of(label, [
         better(stat(r, u, m, metric, a, statistic), stat(r, u, m, metric, b, statistic), higher,
                label=f"{u.model} {m}")
-        for u in r.units for m in r.methods(u, metric, a, statistic)])
+        for u in r.units_of() for m in r.methods(u, metric, a, statistic)])
 
 
 def _first(cells: Sequence[Cell]) -> str:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -23,13 +24,18 @@ def load_results(root: str | Path) -> pd.DataFrame:
     return read_results(paths)
 
 
+Kind = Literal["classifier", "vqa"]
+
+
 @dataclass(frozen=True)
 class Unit:
-    """One evaluated (task, model) and its model family."""
+    """One evaluated (task, model), its model family, and whether it classifies images or answers questions (a
+    question-answering model has answer-accuracy rows per question family, variant ``family=<name>``)."""
 
     task: str
     model: str
     family: str
+    kind: Kind = "classifier"
 
 
 class Results:
@@ -40,21 +46,27 @@ class Results:
         self.table = table
         self.lookup = Lookup(table)
         units = table[["task", "model", "family"]].drop_duplicates()
-        self.units = [Unit(*u) for u in units.itertuples(index=False, name=None)]
+        qa = table[(table["metric"] == "accuracy") & table["variant"].str.startswith("family=")]
+        vqa = set(zip(qa["task"], qa["model"]))
+        self.units = [Unit(t, m, f, "vqa" if (t, m) in vqa else "classifier")
+                      for t, m, f in units.itertuples(index=False, name=None)]
 
-    def units_of(self, family: str | None = None, task: str | None = None) -> list[Unit]:
-        """Evaluated (task, model)s, optionally of one family and / or task, in table order."""
-        return [u for u in self.units if family in (None, u.family) and task in (None, u.task)]
+    def units_of(self, family: str | None = None, task: str | None = None, kind: Kind = "classifier") -> list[Unit]:
+        """Evaluated (task, model)s of one kind (the classifier papers' claims are about image classifiers,
+        CLEVR-XAI's VQA claims about question-answering models), optionally of one family and / or task, in
+        table order."""
+        return [u for u in self.units
+                if u.kind == kind and family in (None, u.family) and task in (None, u.task)]
 
-    def units_with(self, metric: str, variants: Sequence[str] | None = None, family: str | None = None) -> list[Unit]:
-        """:meth:`units_of` ``family`` that have some row of ``metric`` (of one of ``variants`` unless None): the
-        models a claim about that metric applies to (a VQA model has no classifier-style ``pooling=<p>`` rows, a
-        classifier no ``gt=<kind>`` rows); a method missing from such a model still leaves the claim undecided."""
+    def units_with(self, metric: str, variants: Sequence[str] | None = None, family: str | None = None,
+                   kind: Kind = "classifier") -> list[Unit]:
+        """:meth:`units_of` that have some row of ``metric`` (of one of ``variants`` unless None): the models a
+        claim about that metric applies to; a method missing from such a model still leaves the claim undecided."""
         t = self.lookup.select(metric=metric)
         if variants is not None:
             t = t[t["variant"].isin(list(variants))]
         have = set(zip(t["task"], t["model"]))
-        return [u for u in self.units_of(family) if (u.task, u.model) in have]
+        return [u for u in self.units_of(family, kind=kind) if (u.task, u.model) in have]
 
     def row(self, unit: Unit, method: str, metric: str, variant: str = "", statistic: str = "value",
             step: float | None = None) -> pd.Series | None:
