@@ -11,7 +11,8 @@ from eval_helpers import EVALUATE, METHODS, N, write_setup
 
 from salbench.attribution.cache import load_maps, save_maps
 from salbench.evaluate import EvalData, SplitData, evaluate, parse_config
-from salbench.evaluate.artifacts import MapReader, load_entries, load_models, model_hash, table_rows
+from salbench.attribution.cache import MapReader
+from salbench.evaluate.artifacts import load_entries, load_models, model_hash, table_rows
 from salbench.evaluate.suite import streamed
 from salbench.io import CorruptArtifactError
 from salbench.render.dataset import SplitReader

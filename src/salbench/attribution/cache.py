@@ -164,36 +164,55 @@ def is_fresh(map_dir: str | Path, key: str) -> bool:
     return True
 
 
+class MapReader:
+    """One entry's cached maps, read by row range: :meth:`read` loads only the shards that hold the rows asked
+    for, each verified against the manifest's checksum, into one preallocated float32 tensor (float16 storage is
+    widened). With ``key``, stale maps raise; errors name ``stage`` (default :func:`attribute_stage`)."""
+
+    def __init__(self, map_dir: str | Path, key: str | None = None, stage: str | None = None) -> None:
+        from safetensors import safe_open
+
+        self.dir, self.stage = Path(map_dir), stage or attribute_stage(map_dir)
+        self.manifest = read_manifest(self.dir, self.stage)
+        if key is not None and self.manifest.get("key") != key:
+            raise StaleArtifactError(f"maps in {self.dir} were computed for other inputs (key "
+                                     f"{self.manifest.get('key')} != {key}); run `dvc repro {self.stage}` to "
+                                     "recompute them")
+        self.shape = [int(d) for d in self.manifest["shape"]]
+        self.shards, self.bounds = _shards(self.dir, self.manifest, self.stage), [0]
+        for path, _ in self.shards:
+            with safe_open(path, "np") as f:
+                self.bounds.append(self.bounds[-1] + int(f.get_slice("targets").get_shape()[0]))
+        if self.bounds[-1] != self.shape[0]:
+            raise corrupt(self.dir / MANIFEST, f"its shards hold {self.bounds[-1]} maps, not {self.shape[0]}",
+                          self.stage)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor]:
+        """Maps ``start:stop`` (n×C'×H×W float32, on the CPU) and the targets they explain (n)."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        n = max(stop - start, 0)
+        maps, targets = torch.empty([n, *self.shape[1:]]), torch.empty(n, dtype=torch.int64)
+        for (path, checksum), lo, hi in zip(self.shards, self.bounds, self.bounds[1:]):
+            if lo < stop and hi > start:
+                shard = load_shard(path, self.stage, checksum)
+                if list(shard["maps"].shape[1:]) != self.shape[1:]:
+                    raise corrupt(self.dir / MANIFEST, f"its shape {self.shape} does not match shard {path.name}",
+                                  self.stage)
+                a, b = max(start, lo), min(stop, hi)
+                maps[a - start:b - start] = torch.from_numpy(shard["maps"][a - lo:b - lo])
+                targets[a - start:b - start] = torch.from_numpy(shard["targets"][a - lo:b - lo])
+        return maps, targets
+
+
 def load_maps(map_dir: str | Path, key: str | None = None, stage: str | None = None, limit: int | None = None
               ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Maps N×C'×H×W float32, targets N and the manifest, each shard verified; with ``key``, stale maps raise;
-    with ``limit``, only the first ``limit`` maps (only the shards holding them are read). Errors name
-    ``stage`` (default :func:`attribute_stage`). Shards are read one at a time into one preallocated tensor
-    (float16 shards are widened), so the maps are held once."""
-    map_dir, stage = Path(map_dir), stage or attribute_stage(map_dir)
-    manifest = read_manifest(map_dir, stage)
-    if key is not None and manifest.get("key") != key:
-        raise StaleArtifactError(f"maps in {map_dir} were computed for other inputs (key {manifest.get('key')} != "
-                                 f"{key}); run `dvc repro {stage}` to recompute them")
-    shape = [int(d) for d in manifest["shape"]]
-    n = shape[0] if limit is None else min(shape[0], limit)
-    maps = torch.empty([n, *shape[1:]], dtype=torch.float32)
-    targets = torch.empty(n, dtype=torch.int64)
-    start = 0
-    for path, checksum in _shards(map_dir, manifest, stage):
-        if start >= n and limit is not None:
-            break
-        shard = load_shard(path, stage, checksum)
-        stop = start + len(shard["targets"])
-        if stop > shape[0] or list(shard["maps"].shape[1:]) != shape[1:]:
-            raise corrupt(map_dir / MANIFEST, f"its shape {manifest['shape']} does not match shard {path.name}", stage)
-        take = min(stop, n) - start
-        maps[start:start + take] = torch.from_numpy(shard["maps"][:take])
-        targets[start:start + take] = torch.from_numpy(shard["targets"][:take])
-        start = stop
-    if start < n or (limit is None and start != n):
-        raise corrupt(map_dir / MANIFEST, f"its shards hold {start} maps, not {n}", stage)
-    return maps, targets, manifest
+    """Maps N×C'×H×W float32 (the first ``limit`` only, if given), targets N and the manifest
+    (:class:`MapReader`)."""
+    reader = MapReader(map_dir, key, stage)
+    return (*reader.read(0, limit), reader.manifest)
 
 
 def shard_key(whole_key_parts: Mapping[str, Any], start: int, images: Tensor, targets: Tensor,

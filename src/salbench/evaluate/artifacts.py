@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from ..attribution import build, call_targets
-from ..attribution.cache import MANIFEST, check_maps, read_manifest
+from ..attribution.cache import MapReader, check_maps
 from ..errors import SalbenchError
-from ..io import StaleArtifactError, corrupt, file_hash, load_shard, require, save_shard, write_json
+from ..io import file_hash, require, save_shard, write_json
 from ..models import load_checkpoint
 from ..params import ParamsError
 from ..results import write_results
@@ -75,41 +75,6 @@ def _short_layer(layer: str | None, model: torch.nn.Module) -> str:
 
     prefix = inspect_model(model).prefix
     return ",".join(part.removeprefix(prefix) for part in (layer or "").split(",") if part)
-
-
-class MapReader:
-    """Rows of one entry's cached maps, read shard by shard: :meth:`read` loads only the shards that hold the
-    rows asked for (each verified against the manifest's checksum) and widens float16 storage to float32."""
-
-    def __init__(self, map_dir: Path, key: str, stage: str) -> None:
-        from safetensors import safe_open
-
-        manifest = read_manifest(map_dir, stage)
-        if manifest.get("key") != key:
-            raise StaleArtifactError(f"maps in {map_dir} were computed for other inputs (key {manifest.get('key')} "
-                                     f"!= {key}); run `dvc repro {stage}` to recompute them")
-        self.stage, self.shards, self.bounds = stage, list(manifest["checksums"].items()), [0]
-        for name, _ in self.shards:
-            with safe_open(map_dir / name, "np") as f:
-                self.bounds.append(self.bounds[-1] + int(f.get_slice("targets").get_shape()[0]))
-        self.dir = map_dir
-        if self.bounds[-1] != int(manifest["shape"][0]):
-            raise corrupt(map_dir / MANIFEST, f"its shards hold {self.bounds[-1]} maps, not {manifest['shape'][0]}",
-                          stage)
-
-    def read(self, start: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor]:
-        """Maps ``start:stop`` (n×C'×H×W float32, on the CPU) and the targets they explain (n)."""
-        stop = self.bounds[-1] if stop is None else min(stop, self.bounds[-1])
-        maps, targets = [], []
-        for (name, checksum), lo, hi in zip(self.shards, self.bounds, self.bounds[1:]):
-            if lo < stop and hi > start:
-                shard = load_shard(self.dir / name, self.stage, checksum)
-                rows = slice(max(start - lo, 0), stop - lo)
-                maps.append(torch.from_numpy(shard["maps"][rows]).float())
-                targets.append(torch.from_numpy(shard["targets"][rows]))
-        if not maps:
-            return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-        return (maps[0], targets[0]) if len(maps) == 1 else (torch.cat(maps), torch.cat(targets))
 
 
 def load_models(model_dir: Path, device: torch.device, stage: str) -> Models:

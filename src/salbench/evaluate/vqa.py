@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..attribution import call_targets, select_targets
 from ..attribution.cache import check_maps, method_inputs, tensor_sha256
+from ..attribution.cache import MapReader
 from ..attribution.model import inspect_model
 from ..attribution.spec import applicable
 from ..errors import SalbenchError
@@ -46,7 +47,7 @@ from ..metrics.question_sensitivity import disjoint_pairs, question_sensitivity
 from ..models import preprocess
 from ..results import variant
 from ..vqa.samples import QuestionReader
-from .artifacts import MapReader, _short_layer, model_hash
+from .artifacts import _short_layer, model_hash
 from .config import EvalConfig, MetricSpec
 from .suite import MAPS_ONLY, Entry, Models, Report, compared_entries, run_metric
 
