@@ -226,11 +226,12 @@ def attribute_split(model: nn.Module, manifest: Mapping[str, Any], reader: Split
         for s in shards:
             writers[s.entry].adopt(s.checksum, s.key, np.array(s.targets), s.shape, reused=s.reused)  # writable
             (stats.kept if s.reused else stats.computed)[s.entry] += 1
-        masks = _input_hashes(reader, shard_size, {"gt_mask": "masks"}) if any(m.needs for m, _ in built.values()) \
-            else {}
-        extra = _input_hashes(reader, shard_size, {k: k for k in additional})
+        needs_masks = any(m.needs for m, _ in built.values())
+        hashes = _input_hashes(reader, shard_size, {**({"gt_mask": "masks"} if needs_masks else {}),
+                                                    **{k: k for k in additional}})
+        extra = {k: hashes[k] for k in additional if k in hashes}
         for name, (method, _) in built.items():
-            writers.pop(name).close({**{k: masks[k] for k in method.needs if k in masks}, **extra})
+            writers.pop(name).close({**{k: hashes[k] for k in method.needs if k in hashes}, **extra})
     finally:
         for writer in writers.values():
             writer.abort()
