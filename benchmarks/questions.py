@@ -15,19 +15,8 @@ import numpy as np
 
 from salbench.params import load_params
 from salbench.render import World
-from salbench.render.scene import build_record
-from salbench.render.tasks import _combos
+from salbench.render.tasks import random_records
 from salbench.vqa import QuestionGenerator
-
-
-def records(world: World, n: int, seed: int = 0) -> list[dict]:
-    rng, combos, out = np.random.default_rng(seed), _combos(world), []
-    while len(out) < n:
-        k = int(rng.integers(world.min_objects, world.max_objects + 1))
-        rec = build_record(rng, world, [dict(combos[j]) for j in rng.integers(len(combos), size=k)])
-        if rec is not None:
-            out.append(rec)
-    return out
 
 
 def main() -> None:
@@ -39,7 +28,7 @@ def main() -> None:
 
     params = load_params(args.params)
     world = World.from_params({k: v for k, v in params["render"].items() if k in World.__dataclass_fields__})
-    recs = records(world, args.scenes)
+    recs = random_records(world, args.scenes)
     print(f"{args.scenes} scenes of {world.min_objects}-{world.max_objects} objects, 1 process (1 core)")
     print(f"{'task':12s} {'questions':>9s} {'per scene':>9s} {'questions/s':>12s}")
     for kind in ("simple", "complex"):

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from salbench.params import ParamsError
-from salbench.render.scene import build_record
-from salbench.render.tasks import _combos
+from salbench.render.tasks import random_records
 from salbench.render.world import ATTRIBUTES, World
 from salbench.vqa import FAMILIES, NODE_KINDS, QuestionGenerator, SceneFacts, execute, ground_truths, tokenize
 from salbench.vqa.generate import answer_text, reject
@@ -18,17 +17,7 @@ from salbench.vqa.program import from_json
 WORLD = World(max_objects=8)
 
 
-def scenes(n: int, seed: int = 0) -> list[dict]:
-    rng, combos, out = np.random.default_rng(seed), _combos(WORLD), []
-    while len(out) < n:
-        k = int(rng.integers(WORLD.min_objects, WORLD.max_objects + 1))
-        rec = build_record(rng, WORLD, [dict(combos[j]) for j in rng.integers(len(combos), size=k)])
-        if rec is not None:
-            out.append(rec)
-    return out
-
-
-RECORDS = scenes(300)
+RECORDS = random_records(WORLD, 300)
 
 
 def _generate(kind: str) -> tuple[QuestionGenerator, object]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import SalbenchError
 from ..registry import Registry
+from .scene import build_record
 from .world import ATTRIBUTES, World
 
 
@@ -45,6 +46,18 @@ def matches(obj: Mapping[str, str], query: Mapping[str, str]) -> bool:
 def _combos(world: World) -> list[dict[str, str]]:
     """Every attribute combination the world allows."""
     return [dict(zip(ATTRIBUTES, c)) for c in itertools.product(*(world.values[a] for a in ATTRIBUTES))]
+
+
+def random_records(world: World, n: int, seed: int = 0) -> list[dict]:
+    """``n`` scene records (attributes, positions, camera; no images) of uniformly drawn objects, as the renderer
+    places them: what question generation needs, for its tests and benchmark."""
+    rng, combos, out = np.random.default_rng(seed), _combos(world), []
+    while len(out) < n:
+        k = int(rng.integers(world.min_objects, world.max_objects + 1))
+        rec = build_record(rng, world, [dict(combos[j]) for j in rng.integers(len(combos), size=k)])
+        if rec is not None:
+            out.append(rec)
+    return out
 
 
 def _check_query(world: World, query: Mapping[str, str], where: str) -> None:
