@@ -242,6 +242,23 @@ def _checked_header(path: Path, head: bytes, size: int, stage: str | None) -> tu
     return n, table, stored
 
 
+def _read_header(path: Path, f: Any, size: int, stage: str | None) -> tuple[int, dict[str, Any], str]:
+    """:func:`_checked_header` of the open file ``f`` (its first bytes: the length and the JSON header)."""
+    head = f.read(8)
+    if len(head) == 8:
+        head += f.read(min(int.from_bytes(head, "little"), size))
+    return _checked_header(path, head, size, stage)
+
+
+def shard_shapes(path: str | Path, stage: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a shard, from its checked header only (no data read); a missing or damaged
+    header raises naming ``stage``."""
+    path = require(path, stage)
+    with open(path, "rb") as f:
+        _, table, _ = _read_header(path, f, path.stat().st_size, stage)
+    return {k: tuple(int(d) for d in v["shape"]) for k, v in table.items() if k != "__metadata__"}
+
+
 def check_shard(path: str | Path, stage: str | None = None, checksum: str | None = None) -> str:
     """Verify a shard without keeping it in memory: it exists, its header parses and matches the file size,
     its bytes match the checksum in its header (one streaming hash pass) and that one equals ``checksum``
@@ -249,10 +266,7 @@ def check_shard(path: str | Path, stage: str | None = None, checksum: str | None
     path = require(path, stage)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) == 8:
-            head += f.read(min(int.from_bytes(head, "little"), size))
-        n, table, stored = _checked_header(path, head, size, stage)
+        n, table, stored = _read_header(path, f, size, stage)
         if checksum is not None and stored != checksum:
             raise corrupt(path, "its checksum differs from the one the manifest recorded", stage)
         h = _table_hash(table)
