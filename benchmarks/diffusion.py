@@ -158,6 +158,14 @@ def scoring(c: dict[str, Any], data: Path, h_dir: Path, resolution: int) -> Scor
     return s
 
 
+def untrained(cfg: DiffusionConfig, s: Scoring, seed: int) -> tuple[Any, list[str]]:
+    """The untrained pipeline ``generate@diffusion`` builds for the training captions, and those captions."""
+    prompts = captions(s.task, s.train_concepts)
+    vocab = vocabulary(s.task)
+    length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
+    return build_pipeline(cfg, vocab, length, seed), prompts
+
+
 def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | None, png: Path | None) -> None:
     """Train only the autoencoder (the params' settings) and print, every ``every`` steps and at the end, h's AUROC
     per concept on its reconstructions of the test images and the autoencoder's training CPU minutes."""
@@ -167,7 +175,7 @@ def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | No
     if not cfg.vae_channels:
         raise SystemExit("error: recon needs concepts.diffusion.vae_channels (e.g. --profile depict-cpu)")
     s = scoring(c, data, h_dir, cfg.resolution)
-    vae = build_pipeline(cfg, vocabulary(s.task), 1, seed).vae  # as generate@diffusion builds and trains it
+    vae = untrained(cfg, s, seed)[0].vae  # as generate@diffusion builds and trains it
     rows: list[dict[str, Any]] = []
     t0, excluded = time.process_time(), [0.0]
 
@@ -202,11 +210,8 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
                                        "sample_every": every})
     s = scoring(c, data, h_dir, cfg.resolution)
-    names, truth, concepts, images, real = s.names, s.truth, s.train_concepts, s.train, s.real
-    prompts = captions(s.task, concepts)
-    vocab = vocabulary(s.task)
-    length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
-    pipe = build_pipeline(cfg, vocab, length, seed)
+    names, truth, images, real = s.names, s.truth, s.train, s.real
+    pipe, prompts = untrained(cfg, s, seed)
     test_prompts = captions(s.task, truth)
     rows: list[dict[str, Any]] = []
     ceilings: dict[str, list[float]] = {}
