@@ -181,23 +181,24 @@ def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | No
 
     def score(step: int) -> None:
         ts = time.process_time()
+        minutes = (ts - t0 - excluded[0]) / 60
         rec = reconstruct(vae, s.test, cfg.resolution)
         a = s.auroc(rec)
-        excluded[0] += time.process_time() - ts
-        minutes = (time.process_time() - t0 - excluded[0]) / 60
         gaps = [r - g for r, g in zip(s.real, a)]
         rows.append({"step": step, "ae_cpu_minutes": _r(minutes), "h_reconstructed": s.named(a),
                      "max_gap": _r(max(gaps))})
         print(f"step {step:5d}  {minutes:5.1f} autoencoder CPU min  h AUROC on reconstructions "
               f"{' '.join(f'{n}={v:.3f}' for n, v in zip(s.names, a))}  max gap {max(gaps):.3f}", flush=True)
-        if png is not None:  # per concept, the first 8 test images showing it over their reconstructions
-            picks = [torch.nonzero(s.truth[:, j])[:8, 0] for j in range(len(s.names))]
+        k = min(8, int(s.truth.sum(0).min()))
+        if png is not None and k:  # per concept, the first k test images showing it over their reconstructions
+            picks = [torch.nonzero(s.truth[:, j])[:k, 0] for j in range(len(s.names))]
             real = (resize(s.test, cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
-            rows_ = [t for p in picks for t in (real[p], rec[p])]
+            tiles = [t for p in picks for t in (real[p], rec[p])]
             png.parent.mkdir(parents=True, exist_ok=True)
-            grid_image(torch.cat(rows_).repeat_interleave(2, 1).repeat_interleave(2, 2), 8).save(png)
+            grid_image(torch.cat(tiles).repeat_interleave(2, 1).repeat_interleave(2, 2), k).save(png)
+        excluded[0] += time.process_time() - ts
 
-    train_autoencoder(vae, s.train, cfg, seed + 1, callback=score)
+    train_autoencoder(vae, s.train, cfg, seed + 1, callback=score)  # seed + 1: as train_pipeline seeds it
     if out is not None:
         out.write_text(json.dumps({"settings": cfg.__dict__, "n_test": len(s.truth), "h_real": s.named(s.real),
                                    "h_real_at_resolution": s.named(s.real_at_resolution), "curve": rows}, indent=1, default=list))
