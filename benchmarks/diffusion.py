@@ -10,16 +10,23 @@ generated images. Needs no data.
 h's AUROC per concept on generated vs real images (DEPICT's check 1) against training minutes; also h on the real
 images squeezed to the generator's resolution (the best any generator at that size can reach). One thread.
 
+``recon``: for latent diffusion, trains only the autoencoder (``vae_*`` settings, as ``generate@diffusion`` does)
+and, every ``--every`` steps, prints h's AUROC per concept on its reconstructions of the real test images against
+its training CPU minutes: what the UNet could reach at best, measured in minutes instead of hours. ``--png`` shows
+per concept 8 test images over their reconstructions.
+
     python benchmarks/diffusion.py                                  # throughput at the default settings
     python benchmarks/diffusion.py --profile paper                  # ... at the paper profile's settings
     python benchmarks/diffusion.py --profile depict-cpu             # ... latent diffusion on 2 CPU cores
     python benchmarks/diffusion.py curve --steps 600 --every 150 --set snr_gamma=5 --json curve.json
+    python benchmarks/diffusion.py recon --profile depict-cpu --every 300 --png recon.png   # autoencoder only
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +36,8 @@ import yaml
 from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier, vocabulary
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import load_eval_set, load_training
-from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, encode, sample_images,
-                                         train_autoencoder, train_pipeline)
+from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, grid_image, reconstruct,
+                                         sample_images, train_autoencoder, train_pipeline)
 from salbench.models import load_checkpoint, save_checkpoint
 from salbench.params import load_params, section
 
@@ -106,15 +113,34 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
               f"{generated / sr / 60:6.1f} min sampling = {ae + cfg.steps / tr / 60 + generated / sr / 60:6.1f} min")
 
 
-def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
-          guidance: list[float]) -> None:
-    torch.set_num_threads(1)
+@dataclass
+class Scoring:
+    """The rendered presence task's training images, its test images and h's AUROC on them."""
+
+    names: list[str]
+    truth: torch.Tensor  # bool N×K test concepts
+    test: torch.Tensor  # uint8 N×H×W×3
+    train: torch.Tensor  # uint8 M×H×W×3
+    train_concepts: torch.Tensor  # bool M×K
+    task: Any
+    h: torch.nn.Module
+    real: list[float]  # h's AUROC per concept on the test images
+    real_at_resolution: list[float]  # ... squeezed to the generator's resolution
+
+    def auroc(self, x: torch.Tensor) -> list[float]:
+        """h's AUROC per concept on uint8 N×S×S×3 images of the test captions."""
+        return auroc(logits(self.h, x, self.h.input_size, 256).cpu().T, self.truth.T).tolist()
+
+    def named(self, values: list[float]) -> dict[str, float]:
+        return dict(zip(self.names, map(_r, values)))
+
+
+def scoring(c: dict[str, Any], data: Path, h_dir: Path, resolution: int) -> Scoring:
+    """Load the task and h (trained with ``concepts.h`` and saved to ``h_dir`` if missing); print h's AUROC on the
+    real test images, at full size and squeezed to ``resolution`` (the best any generator at that size can reach)."""
     seed = int(c.get("seed", 0))
-    cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
-                                       "sample_every": every})
     task_dir = data / c.get("task", "presence")
     ev = load_eval_set(task_dir, "test", 0, c.get("concepts"), 1, seed)
-    names, truth = ev.task.names, ev.plan.concepts
     images, concepts = load_training(task_dir, ev.task)
     t0 = time.process_time()
     if (h_dir / "manifest.json").exists():
@@ -122,23 +148,72 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     else:
         spec, size, hcfg = classifier_params(c.get("h") or {})
         h = train_concept_classifier(images, concepts, spec, hcfg, seed, "cpu", size)
-        save_checkpoint(h_dir, h, {"task": "presence", "classes": names, "accuracy": {}, "params_hash": "",
+        save_checkpoint(h_dir, h, {"task": "presence", "classes": ev.task.names, "accuracy": {}, "params_hash": "",
                                    "seed": seed, "versions": {}})
-    h_minutes = (time.process_time() - t0) / 60
+    s = Scoring(list(ev.task.names), ev.plan.concepts, ev.images, images, concepts, ev.task, h, [], [])
+    s.real = s.auroc(ev.images)
+    s.real_at_resolution = s.auroc((resize(ev.images, resolution) * 255).round().byte().permute(0, 2, 3, 1))
+    print(f"h ({(time.process_time() - t0) / 60:.1f} CPU min): AUROC on real test images {s.named(s.real)}; on real "
+          f"images at {resolution} px {s.named(s.real_at_resolution)}")
+    return s
 
-    def h_auroc(x: torch.Tensor) -> list[float]:
-        return auroc(logits(h, x, h.input_size, 256).cpu().T, truth.T).tolist()
 
-    real = h_auroc(ev.images)
-    small = (resize(ev.images, cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
-    ceiling = h_auroc(small)
-    print(f"h ({h_minutes:.1f} CPU min): AUROC on real test images {dict(zip(names, map(_r, real)))}; on real images "
-          f"at {cfg.resolution} px {dict(zip(names, map(_r, ceiling)))}")
-    prompts = captions(ev.task, concepts)
-    vocab = vocabulary(ev.task)
+def untrained(cfg: DiffusionConfig, s: Scoring, seed: int) -> tuple[Any, list[str]]:
+    """The untrained pipeline ``generate@diffusion`` builds for the training captions, and those captions."""
+    prompts = captions(s.task, s.train_concepts)
+    vocab = vocabulary(s.task)
     length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
-    pipe = build_pipeline(cfg, vocab, length, seed)
-    test_prompts = captions(ev.task, truth)
+    return build_pipeline(cfg, vocab, length, seed), prompts
+
+
+def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | None, png: Path | None) -> None:
+    """Train only the autoencoder (the params' settings) and print, every ``every`` steps and at the end, h's AUROC
+    per concept on its reconstructions of the test images and the autoencoder's training CPU minutes."""
+    torch.set_num_threads(1)
+    seed = int(c.get("seed", 0))
+    cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "sample_every": every})
+    if not cfg.vae_channels:
+        raise SystemExit("error: recon needs concepts.diffusion.vae_channels (e.g. --profile depict-cpu)")
+    s = scoring(c, data, h_dir, cfg.resolution)
+    vae = untrained(cfg, s, seed)[0].vae  # as generate@diffusion builds and trains it
+    rows: list[dict[str, Any]] = []
+    t0, excluded = time.process_time(), [0.0]
+
+    def score(step: int) -> None:
+        ts = time.process_time()
+        minutes = (ts - t0 - excluded[0]) / 60
+        rec = reconstruct(vae, s.test, cfg.resolution)
+        a = s.auroc(rec)
+        gaps = [r - g for r, g in zip(s.real, a)]
+        rows.append({"step": step, "ae_cpu_minutes": _r(minutes), "h_reconstructed": s.named(a),
+                     "max_gap": _r(max(gaps))})
+        print(f"step {step:5d}  {minutes:5.1f} autoencoder CPU min  h AUROC on reconstructions "
+              f"{' '.join(f'{n}={v:.3f}' for n, v in zip(s.names, a))}  max gap {max(gaps):.3f}", flush=True)
+        k = min(8, int(s.truth.sum(0).min()))
+        if png is not None and k:  # per concept, the first k test images showing it over their reconstructions
+            picks = [torch.nonzero(s.truth[:, j])[:k, 0] for j in range(len(s.names))]
+            real = (resize(s.test, cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
+            tiles = [t for p in picks for t in (real[p], rec[p])]
+            png.parent.mkdir(parents=True, exist_ok=True)
+            grid_image(torch.cat(tiles).repeat_interleave(2, 1).repeat_interleave(2, 2), k).save(png)
+        excluded[0] += time.process_time() - ts
+
+    train_autoencoder(vae, s.train, cfg, seed + 1, callback=score)  # seed + 1: as train_pipeline seeds it
+    if out is not None:
+        out.write_text(json.dumps({"settings": cfg.__dict__, "n_test": len(s.truth), "h_real": s.named(s.real),
+                                   "h_real_at_resolution": s.named(s.real_at_resolution), "curve": rows}, indent=1, default=list))
+
+
+def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
+          guidance: list[float]) -> None:
+    torch.set_num_threads(1)
+    seed = int(c.get("seed", 0))
+    cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
+                                       "sample_every": every})
+    s = scoring(c, data, h_dir, cfg.resolution)
+    names, truth, images, real = s.names, s.truth, s.train, s.real
+    pipe, prompts = untrained(cfg, s, seed)
+    test_prompts = captions(s.task, truth)
     rows: list[dict[str, Any]] = []
     ceilings: dict[str, list[float]] = {}
     t_train = time.process_time()
@@ -147,32 +222,28 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     def score(step: int) -> None:
         ts = time.process_time()
         if pipe.vae is not None and "reconstructed" not in ceilings:  # the autoencoder bounds what the UNet can reach
-            x = resize(ev.images, cfg.resolution) * 2 - 1
-            with torch.no_grad():
-                rec = pipe.vae.decode(encode(pipe.vae, x) / pipe.vae.config.scaling_factor).sample
-            ceilings["reconstructed"] = h_auroc(((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1))
-            print(f"h on the autoencoder's reconstructions of the test images "
-                  f"{dict(zip(names, map(_r, ceilings['reconstructed'])))}", flush=True)
+            ceilings["reconstructed"] = s.auroc(reconstruct(pipe.vae, s.test, cfg.resolution))
+            print(f"h on the autoencoder's reconstructions of the test images {s.named(ceilings['reconstructed'])}",
+                  flush=True)
         scored = {}
         for w in guidance:
             gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
                                 DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w}))
-            scored[w] = h_auroc(gen)
+            scored[w] = s.auroc(gen)
         excluded[0] += time.process_time() - ts
         minutes = (time.process_time() - t_train - excluded[0]) / 60
         for w, a in scored.items():
             gaps = [r - g for r, g in zip(real, a)]
             rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "guidance_scale": w,
-                         "h_generated": dict(zip(names, map(_r, a))), "max_gap": _r(max(gaps))})
+                         "h_generated": s.named(a), "max_gap": _r(max(gaps))})
             print(f"step {step:5d}  {minutes:5.1f} train CPU min  guidance {w:g}  h AUROC on generated "
                   f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
 
     train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
     if out is not None:
         out.write_text(json.dumps({"settings": {k: v for k, v in cfg.__dict__.items()}, "n_test": len(truth),
-                                   "h_real": dict(zip(names, map(_r, real))),
-                                   "h_real_at_resolution": dict(zip(names, map(_r, ceiling))),
-                                   **{f"h_{k}": dict(zip(names, map(_r, v))) for k, v in ceilings.items()},
+                                   "h_real": s.named(real), "h_real_at_resolution": s.named(s.real_at_resolution),
+                                   **{f"h_{k}": s.named(v) for k, v in ceilings.items()},
                                    "curve": rows},
                                   indent=1, default=list))
 
@@ -183,24 +254,31 @@ def _r(x: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", choices=["throughput", "curve"], default="throughput")
+    ap.add_argument("mode", nargs="?", choices=["throughput", "curve", "recon"], default="throughput")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--profile", default=None, help="apply profiles/<name>.yaml first (e.g. paper)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a concepts.diffusion setting (repeatable)")
     ap.add_argument("--steps", type=int, default=None, help="throughput: timed training steps (default 5); "
-                    "curve: training steps (default: the params')")
+                    "curve: training steps (default: the params'); recon: autoencoder steps (default: vae_steps)")
     ap.add_argument("--samples", type=int, default=64, help="throughput: images sampled")
-    ap.add_argument("--every", type=int, default=150, help="curve: scoring period (steps)")
+    ap.add_argument("--every", type=int, default=150, help="curve, recon: scoring period (steps)")
     ap.add_argument("--data", default="data/render")
     ap.add_argument("--h", default="data/benchmarks/diffusion/h", help="curve: h checkpoint (trained if missing)")
-    ap.add_argument("--json", default=None, help="curve: write the curve here")
+    ap.add_argument("--json", default=None, help="curve, recon: write the curve here")
+    ap.add_argument("--png", default=None, help="recon: per concept, 8 test images showing it over their "
+                    "reconstructions (rewritten at every scoring)")
     ap.add_argument("--guidance", default=None, help="curve: comma-separated guidance scales to score (default: the "
                     "params')")
     args = ap.parse_args()
     c = concepts_params(args.params, args.profile, args.set)
     if args.mode == "throughput":
         throughput(c, args.steps or 5, args.samples)
+    elif args.mode == "recon":
+        if args.steps:
+            c.setdefault("diffusion", {})["vae_steps"] = args.steps
+        recon(c, Path(args.data), Path(args.h), args.every, Path(args.json) if args.json else None,
+              Path(args.png) if args.png else None)
     else:
         steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
         guidance = [float(w) for w in args.guidance.split(",")] if args.guidance else \

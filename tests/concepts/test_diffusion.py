@@ -162,6 +162,8 @@ def test_min_snr_weights_hand_computed() -> None:
     ({"resolution": 18, "vae_channels": [8, 16, 16]}, "divisible by 2\\^\\(len\\(vae_channels\\)-1\\)"),
     ({"resolution": 16, "vae_channels": [8, 16, 16], "channels": [8, 16, 16, 16]}, "times the autoencoder"),
     ({"vae_kl": -1.0}, "vae_kl >= 0"),
+    ({"vae_loss": "l2"}, "vae_loss must be mse or l1"),
+    ({"vae_saturation_weight": -1.0}, "vae_saturation_weight >= 0"),
 ])
 def test_bad_diffusion_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -237,9 +239,10 @@ def test_training_keeps_the_ema_of_the_weights_hand_computed(task) -> None:
 def test_the_autoencoder_learns_to_reconstruct_and_scales_latents_to_unit_variance(task) -> None:
     """train_autoencoder: the reconstruction error of the training images falls well below the untrained one's, and
     the scaling factor makes the training latents' std exactly 1 (what the UNet's noise schedule assumes)."""
-    from salbench.concepts.diffusion import _scaled, encode, train_autoencoder
+    from salbench.concepts.diffusion import _scaled, encode, reconstruct, train_autoencoder
 
-    cfg = DiffusionConfig.from_params({**TINY_LATENT, "vae_steps": 80, "vae_batch_size": 8, "vae_lr": 0.005})
+    cfg = DiffusionConfig.from_params({**TINY_LATENT, "vae_steps": 80, "vae_batch_size": 8, "vae_lr": 0.005,
+                                       "sample_every": 30})
     g = torch.Generator().manual_seed(0)
     # Two-colour images: a random colour left of a random column, another right of it.
     cols = torch.randint(0, 256, (16, 2, 3), generator=g, dtype=torch.uint8)
@@ -254,7 +257,30 @@ def test_the_autoencoder_learns_to_reconstruct_and_scales_latents_to_unit_varian
             return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).pow(2).mean())
 
     before = error()
-    losses = train_autoencoder(vae, images, cfg, seed=0)
+    called = []  # (step, training mode) of each callback
+    losses = train_autoencoder(vae, images, cfg, seed=0, callback=lambda step: called.append((step, vae.training)))
     assert len(losses) == 80 and error() < 0.25 * before
     assert encode(vae, x).std().item() == pytest.approx(1.0, abs=1e-5)
     assert not vae.training
+    assert called == [(30, False), (60, False), (80, False)]
+    # reconstruct: the decoded posterior means as uint8 images, in batches of any size, at the requested resolution
+    rec = reconstruct(vae, images, 16, batch_size=5)
+    assert rec.shape == (16, 16, 16, 3) and rec.dtype == torch.uint8
+    with torch.no_grad():
+        expected = ((vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) * 127.5).round()
+    assert (rec.permute(0, 3, 1, 2).float() - expected).abs().max() <= 1  # float rounding of 127.5-steps only
+    assert (rec.float() - images.float()).pow(2).mean() / 127.5 ** 2 == pytest.approx(error(), rel=0.05)
+
+
+def test_reconstruction_loss_weights_coloured_pixels() -> None:
+    """Hand-computed: a grey pixel (saturation 0) and a pure red one (saturation 1), each off by 0.5 per channel."""
+    from salbench.concepts.diffusion import reconstruction_loss
+
+    x = torch.tensor([[0.2, 0.2, 0.2], [1.0, -1.0, -1.0]]).T.reshape(1, 3, 1, 2)  # N×3×H×W: grey, red
+    rec = x + 0.5
+    assert reconstruction_loss(rec, x).item() == pytest.approx(0.25)
+    assert reconstruction_loss(rec, x, "l1").item() == pytest.approx(0.5)
+    # weights 1 (grey) and 1 + 3 × 1 (red): mean error (1 + 4) / 2 × 0.25
+    assert reconstruction_loss(rec, x, "mse", 3.0).item() == pytest.approx(0.625)
+    assert reconstruction_loss(rec, x, "l1", 3.0).item() == pytest.approx(1.25)
+    assert reconstruction_loss(x, x, "l1", 3.0).item() == 0

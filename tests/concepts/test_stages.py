@@ -52,6 +52,32 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+def test_the_recon_benchmark_scores_the_autoencoders_reconstructions(workdir: Path) -> None:
+    """benchmarks/diffusion.py recon: h's AUROC per concept on the reconstructions at every scored step, a grid of
+    real images over reconstructions, and a clear error without an autoencoder."""
+    out = workdir / "recon.json"
+    args = [str(ROOT / "benchmarks/diffusion.py"), "recon", "--set", "vae_channels=[8, 16]", "--steps", "4",
+            "--every", "2", "--h", str(workdir / "h"), "--json", str(out), "--png", str(workdir / "recon.png")]
+    stage(args, workdir)
+    result = json.loads(out.read_text())
+    assert [r["step"] for r in result["curve"]] == [2, 4]
+    names = set(result["h_real"])
+    assert names == {"red_cube", "blue_sphere", "green_cylinder", "yellow_object"}
+    for r in result["curve"]:
+        assert set(r["h_reconstructed"]) == names and all(0 <= v <= 1 for v in r["h_reconstructed"].values())
+        assert r["max_gap"] == pytest.approx(max(result["h_real"][n] - r["h_reconstructed"][n] for n in names),
+                                             abs=2e-3)
+    assert result["curve"][0]["ae_cpu_minutes"] <= result["curve"][1]["ae_cpu_minutes"]
+    from PIL import Image
+
+    width, height = Image.open(workdir / "recon.png").size
+    assert height == 8 * 34 + 2  # 4 concepts × (real, reconstructed) rows of 2×-enlarged 16 px images, 2-px gutters
+    assert (width - 2) % 34 == 0 and 1 <= (width - 2) // 34 <= 8
+    assert "recon needs concepts.diffusion.vae_channels" in stage(args[:2] + ["--h", str(workdir / "h")], workdir,
+                                                                  ok=False).stderr
+
+
+@pytest.mark.slow
 def test_generate_and_permutation_stages_end_to_end(workdir: Path) -> None:
     for g in ("renderer", "diffusion"):
         stage([str(ROOT / "stages/generate.py"), "--generator", g], workdir)

@@ -85,6 +85,8 @@ class DiffusionConfig:
     vae_batch_size: int = 32
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6  # weight of the KL term (keeps the latent scale bounded, as Stable Diffusion's VAE)
+    vae_loss: str = "mse"  # reconstruction error per pixel: "mse" or "l1"
+    vae_saturation_weight: float = 0.0  # pixel weight 1 + this × colour saturation: the grey background counts less
 
     @property
     def latent_size(self) -> int:
@@ -111,12 +113,14 @@ class DiffusionConfig:
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ParamsError(f"{where}.prediction_type must be epsilon, v_prediction or sample, "
                               f"got {cfg.prediction_type!r}")
+        if cfg.vae_loss not in ("mse", "l1"):
+            raise ParamsError(f"{where}.vae_loss must be mse or l1, got {cfg.vae_loss!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
                 or not 0 <= cfg.ema_decay < 1 or cfg.snr_gamma < 0 or cfg.latent_channels < 1 or cfg.vae_steps < 1 \
-                or cfg.vae_batch_size < 1 or cfg.vae_kl < 0:
+                or cfg.vae_batch_size < 1 or cfg.vae_kl < 0 or cfg.vae_saturation_weight < 0:
             raise ParamsError(f"{where}: need steps, batch_size, inference_steps, latent_channels, vae_steps, "
-                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, snr_gamma >= 0 and "
-                              "vae_kl >= 0")
+                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, snr_gamma >= 0, "
+                              "vae_kl >= 0 and vae_saturation_weight >= 0")
         return cfg
 
 
@@ -235,14 +239,27 @@ def _scaled(images: torch.Tensor, size: int, batch_size: int = 256) -> torch.Ten
     return torch.cat([resize(images[a:a + batch_size], size) for a in range(0, len(images), batch_size)]) * 2 - 1
 
 
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, kind: str = "mse", saturation_weight: float = 0.0
+                        ) -> torch.Tensor:
+    """Mean per-pixel error (squared for "mse", absolute for "l1") of float N×3×H×W ``rec`` against ``x`` (both in
+    [-1, 1]), each pixel weighted by 1 + ``saturation_weight`` × the saturation of ``x`` there (max − min channel,
+    in [0, 1]), so coloured objects count more than the grey background they sit on."""
+    err = (rec - x).abs() if kind == "l1" else (rec - x).pow(2)
+    if saturation_weight:
+        err = err * (1 + saturation_weight / 2 * (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)))
+    return err.mean()
+
+
 def train_autoencoder(vae: AutoencoderKL, images: torch.Tensor, cfg: DiffusionConfig, seed: int,
-                      live: Any | None = None, preview: int = 8) -> list[float]:
-    """Train ``vae`` in place on uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``, random flips): MSE of the
-    reconstruction + ``cfg.vae_kl`` × KL, AdamW with warm-up and cosine decay; all
+                      live: Any | None = None, preview: int = 8,
+                      callback: Callable[[int], None] | None = None) -> list[float]:
+    """Train ``vae`` in place on uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``, random flips): the
+    :func:`reconstruction_loss` + ``cfg.vae_kl`` × KL, AdamW with warm-up and cosine decay; all
     randomness from ``seed``. The decoder sees the posterior mean (with a sampled latent, two-colour images kept 1.4x
     the error after 150 steps, measured), so the KL term only keeps the latents bounded. Then sets ``scaling_factor`` to 1 / std of the training latents' means, so the UNet
     sees unit-variance latents. Logs ``autoencoder/loss`` and a grid of images over reconstructions to ``live``.
-    Returns the loss per step."""
+    ``callback(step)`` is called in eval mode every ``cfg.sample_every`` steps and at the end (e.g. to score
+    :func:`reconstruct`). Returns the loss per step."""
     device = next(vae.parameters()).device
     x_all = _scaled(images, cfg.resolution).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=cfg.weight_decay)
@@ -258,22 +275,41 @@ def train_autoencoder(vae: AutoencoderKL, images: torch.Tensor, cfg: DiffusionCo
         idx, order = order[:bs].to(device), order[bs:]
         x = augment(x_all[idx], gen, cfg.flip, 0)
         post = vae.encode(x).latent_dist
-        loss = F.mse_loss(vae.decode(post.mean).sample, x) + cfg.vae_kl * post.kl().mean()
+        loss = reconstruction_loss(vae.decode(post.mean).sample, x, cfg.vae_loss, cfg.vae_saturation_weight) \
+            + cfg.vae_kl * post.kl().mean()
         optimiser_step(loss, vae.parameters(), opt, lr_sched, cfg.grad_clip)
         losses.append(loss.item())
         if live is not None and (step % cfg.log_every == 0 or step == cfg.vae_steps):
             live.step = step
             live.log_metric("autoencoder/loss", float(np.mean(losses[-cfg.log_every:])))
             live.make_summary()
+        if callback is not None and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.vae_steps:
+            vae.eval()
+            callback(step)
+            vae.train()
     vae.eval()
     vae.register_to_config(scaling_factor=1.0)
     vae.register_to_config(scaling_factor=1 / float(encode(vae, x_all).std()))
     if live is not None:
         k = min(preview, len(images))
-        with torch.no_grad():
-            rec = vae.decode(vae.encode(x_all[:k]).latent_dist.mean).sample
-        live.log_image("autoencoder/reconstructions.png", grid_image(_bytes(torch.cat([x_all[:k], rec])), k))
+        live.log_image("autoencoder/reconstructions.png",
+                       grid_image(torch.cat([_bytes(x_all[:k]), reconstruct(vae, images[:k], cfg.resolution)]), k))
+    if callback is not None:
+        callback(cfg.vae_steps)
     return losses
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, resolution: int, batch_size: int = 256) -> torch.Tensor:
+    """Uint8 N×R×R×3 decodings of the posterior means of uint8 N×H×W×3 ``images`` resized to ``resolution``: the best
+    a latent diffusion model on ``vae``'s latents can draw them."""
+    was = vae.training
+    vae.eval()
+    out = torch.cat([_bytes(vae.decode(vae.encode(_scaled(images[a:a + batch_size], resolution).to(vae.device))
+                                       .latent_dist.mean).sample)
+                     for a in range(0, len(images), batch_size)])
+    vae.train(was)
+    return out
 
 
 @torch.no_grad()

@@ -250,6 +250,8 @@ class Diffusion(Section):
     vae_batch_size: PosInt = 32
     vae_lr: PosFloat = 1e-3
     vae_kl: NonNegFloat = 1e-6
+    vae_loss: Literal["mse", "l1"] = "mse"
+    vae_saturation_weight: NonNegFloat = 0.0  # pixel weight 1 + this × colour saturation
 
 
 class ConceptClassifier(TrainSettings):
