@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attribution import build, call_targets
+from ..attribution import Method, build, call_targets
 from ..attribution.cache import MapReader, check_maps
 from ..errors import SalbenchError
 from ..io import file_hash, require, save_shard, write_json
@@ -61,13 +61,22 @@ def load_entries(methods: Mapping[str, Any], family: str, maps_dir: Path, model:
             raise SalbenchError(f"attribute.methods.{name} reads {missing}, which the test split lacks; the render "
                                 "stage writes gt_mask: run `dvc repro render` or drop the entry")
         layer = ",".join(method.layers(model, **params)) or None
-        key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=spec or {}, layer=layer,
-                         targets=explained[name], seed=seed, stage=stage,
-                         inputs={k: hashes[k] for k in method.needs})
-        registry = str((spec or {}).get("method", name))
-        entries[name] = Entry(name, method, params, MapReader(maps_dir / name, key, stage).read,
-                              _short_layer(layer, model), registry)
+        entries[name] = cached_entry(maps_dir, name, spec, method, params, layer, model, model_hash, explained[name],
+                                     seed, stage, {k: hashes[k] for k in method.needs})
     return entries
+
+
+def cached_entry(maps_dir: Path, name: str, spec: Mapping[str, Any] | None, method: Method,
+                 params: Mapping[str, Any], layer: str | None, model: torch.nn.Module, model_hash: str,
+                 explained: Tensor, seed: int, stage: str, inputs: Mapping[str, str]) -> Entry:
+    """The :class:`Entry` of `attribute.methods` entry ``name`` (``spec``) with a reader of its cached maps, checked
+    up front (:func:`~salbench.attribution.cache.check_maps`: keyed by the ``explained`` classes N and the
+    per-sample ``inputs`` hashes) so a missing, stale or corrupt cache raises naming ``stage``."""
+    key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=spec or {}, layer=layer,
+                     targets=explained, seed=seed, stage=stage, inputs=inputs)
+    registry = str((spec or {}).get("method", name))
+    return Entry(name, method, params, MapReader(maps_dir / name, key, stage).read, _short_layer(layer, model),
+                 registry)
 
 
 def _short_layer(layer: str | None, model: torch.nn.Module) -> str:

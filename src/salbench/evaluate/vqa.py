@@ -1,8 +1,8 @@
 """Evaluation of question-conditioned models (VQA tasks, SPEC.md §6): the `evaluate` stage's route for them.
 
 A sample is one question (its scene image, tokens, answer). The maps the attribute stage cached explain the
-predicted answer w.r.t. the image, the question held fixed. Rows of the results table (the contract of
-/work/notes/r3/vqa_contract.md, shared with the figures):
+predicted answer w.r.t. the image, the question held fixed. Rows of the results table (schema:
+:mod:`salbench.results`; the VQA figures and findings read them):
 
 - ``accuracy`` (method ''), variant '' and ``family=<family>`` per question family;
 - every metric of `evaluate.metrics` that needs GT masks (mass and rank accuracy, pointing game) once per GT kind
@@ -18,9 +18,9 @@ predicted answer w.r.t. the image, the question held fixed. Rows of the results 
   cannot be bound: it is skipped with a note (none of the registered ones does).
 
 Examples for the figures: the classifier keys (``images``, ``masks`` of the first GT kind, ``labels`` = answers,
-``predictions``, ``map/<entry>``) for the first questions, and ``vqa/images`` E×3×H×W, ``vqa/question_index``, ``vqa/predictions``, ``vqa/answers``
-E×K, ``vqa/map/<entry>`` E×K×H×W (l1-pooled) and ``vqa/gt/<kind>`` E×K×H×W, for the first E images that have K
-evaluated questions.
+``predictions``, ``map/<entry>``) for the first questions, and ``vqa/images`` E×3×H×W, ``vqa/question_index``,
+``vqa/predictions``, ``vqa/answers`` E×K, ``vqa/map/<entry>`` E×K×H×W (l1-pooled) and ``vqa/gt/<kind>``
+E×K×H×W, for the first E images that have K evaluated questions.
 """
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attribution import call_targets, select_targets
-from ..attribution.cache import check_maps, method_inputs, tensor_sha256
-from ..attribution.cache import MapReader
+from ..attribution.cache import method_inputs, tensor_sha256
 from ..attribution.model import inspect_model
 from ..attribution.spec import applicable
 from ..errors import SalbenchError
@@ -47,7 +46,7 @@ from ..metrics.question_sensitivity import disjoint_pairs, question_sensitivity
 from ..models import preprocess
 from ..results import variant
 from ..vqa.samples import QuestionReader
-from .artifacts import _short_layer, model_hash
+from .artifacts import cached_entry, model_hash
 from .config import EvalConfig, MetricSpec
 from .suite import MAPS_ONLY, Entry, Models, Report, compared_entries, run_metric
 
@@ -120,11 +119,8 @@ def load_question_entries(methods: Mapping[str, Any], maps_dir: Path, model: nn.
     for name, (method, params, layer) in built.items():
         explained = call_targets(method, model, questions.images, questions.answers, targets, batch_size, extra)[1]
         inputs = {**method_inputs(method.needs, masks), "tokens": tensor_sha256(questions.tokens.cpu())}
-        key = check_maps(maps_dir / name, model_hash=model_hash, method=name, params=methods[name] or {},
-                         layer=layer, targets=explained, seed=seed, stage=stage, inputs=inputs)
-        registry = str((methods[name] or {}).get("method", name))
-        entries[name] = Entry(name, method, params, MapReader(maps_dir / name, key, stage).read,
-                              _short_layer(layer, model), registry)
+        entries[name] = cached_entry(maps_dir, name, methods[name], method, params, layer, model, model_hash,
+                                     explained, seed, stage, inputs)
     return entries
 
 
@@ -275,8 +271,9 @@ def evaluate_task(models: Models, model_dir: Path, data_dir: Path, attribute: Ma
     """The evaluate stage on a VQA task: (the report, the model's family for the table: "cnn")."""
     reader = QuestionReader(data_dir, str(attribute.get("split", "test")), attribute.get("vqa_questions", 128))
     q = load_questions(reader, models.model, device, config.batch_size)
-    targets = select_targets(models.model, q.images, q.answers, str(attribute.get("explain", "predicted")),
-                             config.batch_size, {"tokens": q.tokens})
+    explain = str(attribute.get("explain", "predicted"))
+    targets = q.predictions if explain == "predicted" else select_targets(
+        models.model, q.images, q.answers, explain, config.batch_size, {"tokens": q.tokens})
     entries = load_question_entries(attribute.get("methods") or {}, maps_dir, models.model, model_hash(model_dir), q,
                                     targets, int(attribute.get("seed", 0)), stage, config.batch_size)
     return evaluate_questions(models, q, entries, config), inspect_model(models.model).family
