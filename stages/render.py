@@ -14,7 +14,7 @@ import numpy as np
 from salbench.errors import cli
 from salbench.io import atomic_dir, provenance, save_shard, write_json
 from salbench.params import ParamsError, check_keys, load_params, section
-from salbench.render import SPLITS, World, build_task, render_splits
+from salbench.render import SPLITS, World, build_task, render_splits, task_world
 from salbench.render.preview import write_previews
 from salbench.vqa import dataset as vqa_data
 
@@ -34,8 +34,8 @@ def main() -> None:
     params = load_params(args.params)
     p = section(params, "render")
     check_keys(p, STAGE_KEYS | set(World.__dataclass_fields__) - {"values"}, "render")
-    world = World.from_params(p)
-    task_params = section(params, "tasks").get(args.task) or {}
+    task_section = section(params, "tasks").get(args.task) or {}
+    world, task_params = task_world(p, task_section)
     task = build_task(args.task, world, task_params)  # validates before any rendering
     splits = {s: int(n) for s, n in p["splits"].items()}
     if set(splits) != set(SPLITS) or min(splits.values()) < 1:
@@ -62,7 +62,7 @@ def main() -> None:
         write_json(tmp / "scenes.json", scenes)
         write_json(tmp / "manifest.json", {
             "task": args.task, "classes": task.classes, "resolution": world.resolution, "splits": counts,
-            "provenance": provenance({"render": p, "task": task_params}, seed),
+            "provenance": provenance({"render": p, "task": task_section}, seed),
         })
     metrics = {"images_per_split": {s: c["n"] for s, c in counts.items()},
                "class_balance": {s: c["class_counts"] for s, c in counts.items()}}

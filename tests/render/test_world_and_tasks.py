@@ -6,7 +6,7 @@ import pytest
 from helpers import PRESENCE
 
 from salbench.registry import UnknownNameError
-from salbench.render import TASKS, RenderParamsError, TaskError, World, build_task
+from salbench.render import TASKS, RenderParamsError, TaskError, World, build_task, task_world
 
 
 def obj(color: str, shape: str, material: str = "rubber", size: str = "large") -> dict:
@@ -22,6 +22,7 @@ def obj(color: str, shape: str, material: str = "rubber", size: str = "large") -
         ({"min_distance": 5.0}, "min_distance=5.0 cannot be satisfied"),
         ({"min_pixels": 10_000}, "min_pixels"),
         ({"shapes": ()}, "render.shapes is empty"),
+        ({"zoom": 0.0}, "render.zoom=0.0 must be > 0"),
     ],
 )
 def test_bad_world_params_are_rejected(kwargs: dict, match: str) -> None:
@@ -104,3 +105,24 @@ def test_spurious_concept_correlates_only_in_its_splits() -> None:
 
     assert rate(1, "train") > 0.8 and rate(0, "train") < 0.2
     assert 0.4 < rate(1, "test") < 0.6 and 0.4 < rate(0, "test") < 0.6
+
+
+def test_a_task_world_overrides_render_keys_for_that_task_only() -> None:
+    render = {"resolution": 64, "max_objects": 8, "extent": 3.0, "seed": 0}
+    world, own = task_world(render, {"query": {"material": "metal"}, "world": {"max_objects": 4, "zoom": 1.5}})
+    assert (world.resolution, world.max_objects, world.extent, world.zoom) == (64, 4, 3.0, 1.5)
+    assert own == {"query": {"material": "metal"}}  # the task's own params, without `world`
+    assert task_world(render, None) == (World(resolution=64, max_objects=8), {})
+    with pytest.raises(RenderParamsError, match=r"unknown key\(s\) \['resolution'\].*render.resolution"):
+        task_world(render, {"world": {"resolution": 32}})
+    with pytest.raises(RenderParamsError, match="min_objects <= render.max_objects"):
+        task_world(render, {"world": {"min_objects": 5, "max_objects": 4}})
+
+
+def test_zoom_narrows_the_field_of_view_by_its_factor() -> None:
+    from salbench.render.scene import YFOV, sample_view
+
+    rng = np.random.default_rng(0)
+    assert sample_view(rng, World())["camera"]["yfov"] == YFOV  # the default view is unchanged
+    yfov = sample_view(rng, World(zoom=2.0))["camera"]["yfov"]
+    assert np.tan(yfov / 2) == pytest.approx(np.tan(YFOV / 2) / 2, rel=1e-5)

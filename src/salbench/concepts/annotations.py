@@ -15,7 +15,7 @@ import torch
 
 from ..render.tasks import Presence, build_task, matches
 from ..params import ParamsError
-from ..render.world import ATTRIBUTES, World
+from ..render.world import ATTRIBUTES, World, task_world
 
 # Order of the words in a concept phrase, as in the scene captions ("large red metal cube").
 _PHRASE_ORDER = ("size", "color", "material", "shape")
@@ -27,8 +27,8 @@ def task_from_manifest(manifest: Mapping[str, Any]) -> tuple[World, Presence]:
         raise ParamsError(f"DEPICT needs the 'presence' task (concepts with a known rule); the rendered task is "
                           f"{manifest.get('task')!r}; set concepts.task: presence")
     prov = manifest["provenance"]["params"]
-    world = World.from_params(prov["render"])
-    return world, build_task("presence", world, prov["task"])
+    world, own = task_world(prov["render"], prov["task"])
+    return world, build_task("presence", world, own)
 
 
 def phrase(query: Mapping[str, str]) -> str:

@@ -61,13 +61,9 @@ class Splits(Section):
     test: PosInt
 
 
-class Render(Section):
-    seed: int = 0
-    resolution: Annotated[int, Ge(32)] = 128
-    splits: Splits
-    tasks: Annotated[list[str], names(TASKS)] = []  # rendered tasks; image folders are under `folders`
-    workers: PosInt = 1
-    preview: NonNegInt = 16
+class Scene(Section):
+    """What a scene holds and how it is seen: ``render.*``, and per task ``tasks.<name>.world`` (given keys only)."""
+
     min_objects: PosInt = 3
     max_objects: PosInt = 8
     shapes: Annotated[list[str], names(KNOWN["shape"], "shape")] = list(KNOWN["shape"])
@@ -78,8 +74,18 @@ class Render(Section):
     min_distance: NonNegFloat = 0.25
     min_pixels: PosInt = 40
     camera_jitter: NonNegFloat = 0.5
+    zoom: PosFloat = 1.0
     light_jitter: NonNegFloat = 1.0
     max_tries: PosInt = 200
+
+
+class Render(Scene):
+    seed: int = 0
+    resolution: Annotated[int, Ge(32)] = 128
+    splits: Splits
+    tasks: Annotated[list[str], names(TASKS)] = []  # rendered tasks; image folders are under `folders`
+    workers: PosInt = 1
+    preview: NonNegInt = 16
 
 
 class UniqueQueryTask(Section):
@@ -87,6 +93,7 @@ class UniqueQueryTask(Section):
 
     query: dict[ObjectAttribute, str] = {"material": "metal"}
     target: ObjectAttribute = "color"
+    world: Scene | None = None  # render.* keys this task renders with instead (not resolution)
 
 
 class Spurious(Section):
@@ -102,6 +109,7 @@ class PresenceTask(Section):
     rule: str
     spurious: Spurious | None = None
     presence: Fraction = 0.5
+    world: Scene | None = None
 
 
 class VQATask(Section):
@@ -115,6 +123,7 @@ class VQATask(Section):
     seed: int = 0
     tries: PosInt = 4
     reset_every: PosInt = 250
+    world: Scene | None = None
 
 
 # tasks.<name> params per registered task (salbench.render.TASKS)

@@ -27,7 +27,7 @@ from ..attribution.spec import FAMILIES, WRAPPER_KEYS
 from ..metrics import METRICS
 from ..params import ParamsError, load_params
 from ..render.tasks import TASKS, TaskError, build_task
-from ..render.world import RenderParamsError, World
+from ..render.world import RenderParamsError, World, task_world
 from ..registry import Registry
 from . import sections as S
 from .declare import Param, params_model, signature_params, unknown_name
@@ -352,15 +352,18 @@ def _given(section: BaseModel | None, key: str) -> bool:
     return section is not None and key in section.model_fields_set
 
 
-def _world(render: S.Render | None, raw: Mapping[str, Any] | None, errors: list[str]) -> World:
+def _world(render: S.Render | None, raw: Mapping[str, Any] | None, task: Mapping[str, Any] | None,
+           errors: list[str]) -> tuple[World, dict[str, Any]]:
+    """The world a task renders in (``render`` with the task's ``world`` on top) and the task's own params."""
+    own = {k: v for k, v in (task or {}).items() if k != "world"}
     if render is None:
-        return World()
+        return World(), own
     fields = {k: v for k, v in (raw or {}).items() if k in World.__dataclass_fields__ and k != "values"}
     try:
-        return World.from_params(fields)
+        return task_world(fields, task)
     except RenderParamsError as e:
         errors.append(str(e))
-        return World()
+        return World(), own
 
 
 def _pretrained(value: str, where: str, errors: list[str]) -> None:
@@ -398,14 +401,16 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
     if p is None or errors:
         raise ParamsError("\nerror: ".join(errors))
 
-    world = _world(p.render, params.get("render"), errors)
+    base = _world(p.render, params.get("render"), None, errors)[0]
     for name, raw in (params.get("tasks") or {}).items():
         where = f"tasks.{name}"
         if name not in S.TASK_PARAMS:
             errors.append(f"{where}: {_unknown(name, TASKS, 'task')}")
         elif _check(S.TASK_PARAMS[name], raw, where, errors) is not None:
+            world, own = _world(p.render, params.get("render"), raw, errors) if "world" in (raw or {}) \
+                else (base, dict(raw or {}))
             try:
-                build_task(name, world, raw or {})
+                build_task(name, world, own)
             except TaskError as e:
                 errors.append(str(e))
     if p.render and p.tasks is not None:

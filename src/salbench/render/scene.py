@@ -13,6 +13,8 @@ fields are filled in from the instance mask after rendering.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .world import SIZES, World
@@ -24,6 +26,11 @@ LIGHTS = (  # key, fill, back: (position the light shines from, intensity)
     (np.array([-1.0, 4.0, -5.0]), 0.8),
 )
 YFOV = 0.62  # radians
+
+
+def yfov(zoom: float) -> float:
+    """Vertical field of view (radians) that shows everything ``zoom`` times larger than the default view."""
+    return YFOV if zoom == 1 else round(2 * math.atan(math.tan(YFOV / 2) / zoom), 6)
 
 
 def place_objects(rng: np.random.Generator, world: World, sizes: list[str]) -> np.ndarray | None:
@@ -49,7 +56,7 @@ def sample_view(rng: np.random.Generator, world: World) -> dict:
         for pos, inten in LIGHTS
     ]
     return {
-        "camera": {"position": cam.round(4).tolist(), "target": [0.0, 0.0, 0.0], "yfov": YFOV},
+        "camera": {"position": cam.round(4).tolist(), "target": [0.0, 0.0, 0.0], "yfov": yfov(world.zoom)},
         "lights": lights,
     }
 

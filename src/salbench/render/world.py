@@ -51,6 +51,7 @@ class World:
     min_distance: float = 0.25  # free gap between object footprints (world units)
     min_pixels: int = 40  # visible pixels every object must keep at this resolution
     camera_jitter: float = 0.5
+    zoom: float = 1.0  # camera zoom (narrower field of view): objects appear `zoom` times larger; pair with a smaller extent
     light_jitter: float = 1.0
     max_tries: int = 200
     values: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -87,6 +88,8 @@ class World:
                 raise RenderParamsError(f"unknown {attr} {bad} in render.{attr}s; known: {list(KNOWN[attr])}")
             if len(set(vals)) != len(vals):
                 raise RenderParamsError(f"render.{attr}s lists a value twice: {list(vals)}")
+        if self.zoom <= 0:
+            raise RenderParamsError(f"render.zoom={self.zoom} must be > 0 (1 = the CLEVR-like view)")
         if self.min_distance < 0:
             raise RenderParamsError(f"render.min_distance={self.min_distance} must be >= 0")
         if self.min_pixels < 1 or self.min_pixels > self.resolution**2 // self.max_objects:
@@ -109,3 +112,17 @@ class World:
     def footprint(size: str) -> float:
         """Radius of the disc that bounds an object's ground footprint (a cube's half-diagonal)."""
         return SIZES[size] * math.sqrt(2)
+
+
+def task_world(render: Mapping[str, Any], task: Mapping[str, Any] | None) -> tuple[World, dict[str, Any]]:
+    """The world a task renders in and the task's own params: ``render.*`` with the task section's ``world``
+    mapping on top (e.g. fewer, larger objects for one task: ``tasks.presence.world: {max_objects: 4, zoom: 1.5}``;
+    not ``resolution``, which every task shares), and the task section without it."""
+    own = dict(task or {})
+    over = own.pop("world", None) or {}
+    bad = sorted(set(over) - (set(World.__dataclass_fields__) - {"values", "resolution"}))
+    if bad:
+        known = sorted(set(World.__dataclass_fields__) - {"values", "resolution"})
+        raise RenderParamsError(f"tasks.<task>.world: unknown key(s) {bad}; a task may override {known} "
+                                "(resolution is render.resolution, shared by every task)")
+    return World.from_params({**render, **over}), own
