@@ -158,6 +158,19 @@ def scoring(c: dict[str, Any], data: Path, h_dir: Path, resolution: int) -> Scor
     return s
 
 
+def concept_grid(s: Scoring, images: torch.Tensor, resolution: int, png: Path, k: int = 8) -> None:
+    """Per concept, the first ``k`` test images showing it over ``images`` (uint8 N×R×R×3 of the same test rows:
+    reconstructions or generations from their captions), at twice the generator's resolution."""
+    k = min(k, int(s.truth.sum(0).min()))
+    if not k:
+        return
+    picks = [torch.nonzero(s.truth[:, j])[:k, 0] for j in range(len(s.names))]
+    real = (resize(s.test, resolution) * 255).round().byte().permute(0, 2, 3, 1)
+    tiles = [t for p in picks for t in (real[p], images[p])]
+    png.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(torch.cat(tiles).repeat_interleave(2, 1).repeat_interleave(2, 2), k).save(png)
+
+
 def untrained(cfg: DiffusionConfig, s: Scoring, seed: int) -> tuple[Any, list[str]]:
     """The untrained pipeline ``generate@diffusion`` builds for the training captions, and those captions."""
     prompts = captions(s.task, s.train_concepts)
@@ -189,13 +202,8 @@ def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | No
                      "max_gap": _r(max(gaps))})
         print(f"step {step:5d}  {minutes:5.1f} autoencoder CPU min  h AUROC on reconstructions "
               f"{' '.join(f'{n}={v:.3f}' for n, v in zip(s.names, a))}  max gap {max(gaps):.3f}", flush=True)
-        k = min(8, int(s.truth.sum(0).min()))
-        if png is not None and k:  # per concept, the first k test images showing it over their reconstructions
-            picks = [torch.nonzero(s.truth[:, j])[:k, 0] for j in range(len(s.names))]
-            real = (resize(s.test, cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
-            tiles = [t for p in picks for t in (real[p], rec[p])]
-            png.parent.mkdir(parents=True, exist_ok=True)
-            grid_image(torch.cat(tiles).repeat_interleave(2, 1).repeat_interleave(2, 2), k).save(png)
+        if png is not None:
+            concept_grid(s, rec, cfg.resolution, png)
         excluded[0] += time.process_time() - ts
 
     train_autoencoder(vae, s.train, cfg, seed + 1, callback=score)  # seed + 1: as train_pipeline seeds it
@@ -205,7 +213,7 @@ def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | No
 
 
 def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
-          guidance: list[float]) -> None:
+          guidance: list[float], png: Path | None = None) -> None:
     torch.set_num_threads(1)
     seed = int(c.get("seed", 0))
     cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
@@ -230,6 +238,8 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
             gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
                                 DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w}))
             scored[w] = s.auroc(gen)
+            if png is not None:
+                concept_grid(s, gen, cfg.resolution, png.with_name(f"{png.stem}_step{step}_g{w:g}{png.suffix}"))
         excluded[0] += time.process_time() - ts
         minutes = (time.process_time() - t_train - excluded[0]) / 60
         for w, a in scored.items():
@@ -267,7 +277,8 @@ def main() -> None:
     ap.add_argument("--h", default="data/benchmarks/diffusion/h", help="curve: h checkpoint (trained if missing)")
     ap.add_argument("--json", default=None, help="curve, recon: write the curve here")
     ap.add_argument("--png", default=None, help="recon: per concept, 8 test images showing it over their "
-                    "reconstructions (rewritten at every scoring)")
+                    "reconstructions (rewritten at every scoring); curve: ... over their generations, one file per "
+                    "scoring and guidance scale (<stem>_step<N>_g<w>.png)")
     ap.add_argument("--guidance", default=None, help="curve: comma-separated guidance scales to score (default: the "
                     "params')")
     args = ap.parse_args()
@@ -283,7 +294,8 @@ def main() -> None:
         steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
         guidance = [float(w) for w in args.guidance.split(",")] if args.guidance else \
             [float(c.get("diffusion", {}).get("guidance_scale", 2.0))]
-        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None, guidance)
+        curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None, guidance,
+              Path(args.png) if args.png else None)
 
 
 if __name__ == "__main__":

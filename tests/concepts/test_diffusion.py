@@ -15,6 +15,8 @@ TINY = {"resolution": 16, "steps": 2, "batch_size": 4, "channels": [8, 16], "tex
         "inference_steps": 2, "sample_batch_size": 5, "log_every": 1, "sample_every": 1}
 # Latent diffusion: an autoencoder 16 px -> 8×8×4 latents, the UNet on the latents.
 TINY_LATENT = {**TINY, "vae_channels": [8, 16], "vae_steps": 2, "vae_batch_size": 4}
+# The caption also pooled into the timestep embedding (every ResNet block sees it).
+TINY_POOLED = {**TINY, "pooled_caption": True}
 
 
 def tiny_context(task, world, scenes, tmp: Path | None) -> GeneratorContext:
@@ -28,7 +30,7 @@ def tiny_context(task, world, scenes, tmp: Path | None) -> GeneratorContext:
         live=None if tmp is None else (lambda: Live(str(tmp / "live"), save_dvc_exp=False, dvcyaml=None)))
 
 
-@pytest.fixture(scope="module", params=[TINY, TINY_LATENT], ids=["pixels", "latents"])
+@pytest.fixture(scope="module", params=[TINY, TINY_LATENT, TINY_POOLED], ids=["pixels", "latents", "pooled"])
 def trained(request, task, world, scenes, tmp_path_factory) -> tuple:
     tmp = tmp_path_factory.mktemp("diffusion")
     return build_generator("diffusion", request.param, tiny_context(task, world, scenes, tmp)), tmp, request.param
@@ -45,6 +47,7 @@ def test_training_logs_with_dvclive_and_saves_a_diffusers_pipeline(trained) -> N
     assert (tmp / "model/model_index.json").exists() and isinstance(gen.pipe, ConceptDiffusionPipeline)
     assert (gen.pipe.vae is not None) == ("vae_channels" in params)
     assert (tmp / "model/vae").exists() == ("vae_channels" in params)
+    assert gen.pipe.unet.config.addition_embed_type == ("text" if params.get("pooled_caption") else None)
     if gen.pipe.vae is not None:
         assert (tmp / "live/plots/images/autoencoder/reconstructions.png").exists()
         assert gen.pipe.unet.config.sample_size == 8 and gen.pipe.unet.config.in_channels == 4

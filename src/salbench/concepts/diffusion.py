@@ -68,6 +68,9 @@ class DiffusionConfig:
     text_dim: int = 64
     text_layers: int = 2
     text_heads: int = 2
+    # the attention-pooled caption added to the timestep embedding (diffusers' addition_embed_type "text"), so every
+    # ResNet block sees which concepts the caption names, besides cross-attention in the attention blocks
+    pooled_caption: bool = False
     train_timesteps: int = 1000
     beta_schedule: str = "linear"
     prediction_type: str = "v_prediction"  # or "epsilon", "sample"; v degrades to blur, not noise, when undertrained
@@ -205,6 +208,8 @@ def build_pipeline(cfg: DiffusionConfig, vocab: Sequence[str], max_length: int, 
             sample_size=cfg.latent_size, in_channels=k, out_channels=k, block_out_channels=tuple(cfg.channels),
             layers_per_block=cfg.layers_per_block, norm_num_groups=8, cross_attention_dim=cfg.text_dim,
             attention_head_dim=cfg.attention_head_dim,
+            **({"addition_embed_type": "text", "addition_embed_type_num_heads": cfg.text_heads}
+               if cfg.pooled_caption else {}),
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",))
         vae = None

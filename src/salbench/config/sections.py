@@ -244,6 +244,7 @@ class Diffusion(Section):
     text_dim: PosInt = 64
     text_layers: PosInt = 2
     text_heads: PosInt = 2
+    pooled_caption: bool = False
     train_timesteps: PosInt = 1000
     beta_schedule: str = "linear"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
