@@ -12,6 +12,7 @@ import yaml
 
 from helpers import ROOT, TINY_RENDER, run
 from salbench.render import TASKS, World, build_task, load_scenes, load_split
+from salbench.render.scene import yfov
 from salbench.vqa import SceneFacts, execute
 from salbench.vqa.dataset import gt_masks, load_questions, load_vocabulary
 from salbench.vqa.program import from_json
@@ -89,3 +90,9 @@ def test_dvc_repro_render_vqa_simple(pipeline_copy) -> None:
     assert load_vocabulary(out)["families"] == ["query_shape", "query_color", "query_material", "query_size"]
     assert "questions" in json.loads((repo / "data/metrics/render/vqa-simple.json").read_text())
     assert not (repo / "data/render/unique-query").exists()
+    # The task renders in its own world (tasks.vqa-simple.world: 2-5 objects, zoom 1.5), recorded in the manifest.
+    world = yaml.safe_load((ROOT / "params.yaml").read_text())["tasks"]["vqa-simple"]["world"]
+    assert json.loads((out / "manifest.json").read_text())["provenance"]["params"]["task"]["world"] == world
+    scenes = json.loads((out / "scenes.json").read_text())["train"]
+    assert {len(r["objects"]) for r in scenes} <= set(range(world["min_objects"], world["max_objects"] + 1))
+    assert {r["camera"]["yfov"] for r in scenes} == {yfov(world["zoom"])}
