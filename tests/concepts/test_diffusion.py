@@ -287,3 +287,18 @@ def test_reconstruction_loss_weights_coloured_pixels() -> None:
     assert reconstruction_loss(rec, x, "mse", 3.0).item() == pytest.approx(0.625)
     assert reconstruction_loss(rec, x, "l1", 3.0).item() == pytest.approx(1.25)
     assert reconstruction_loss(x, x, "l1", 3.0).item() == 0
+
+
+def test_caption_weights_make_every_caption_equally_likely() -> None:
+    from salbench.concepts.diffusion import caption_weights
+
+    prompts = ["a"] * 6 + ["b"] * 3 + ["c"]
+    w = caption_weights(prompts, 1.0)
+    assert w.sum().item() == pytest.approx(1.0)
+    per_caption = {p: sum(w[i].item() for i, q in enumerate(prompts) if q == p) for p in "abc"}
+    assert per_caption == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert torch.allclose(caption_weights(prompts, 0.0), torch.full((10,), 0.1))  # 0: every image alike
+    half = caption_weights(prompts, 0.5)  # in between: a's images 6^-0.5 against c's 1
+    assert half[0].item() / half[-1].item() == pytest.approx(6 ** -0.5, rel=1e-6)
+    with pytest.raises(Exception, match="0 <= balance <= 1"):
+        DiffusionConfig.from_params({"balance": 1.5})

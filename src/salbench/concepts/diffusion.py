@@ -71,6 +71,10 @@ class DiffusionConfig:
     # the attention-pooled caption added to the timestep embedding (diffusers' addition_embed_type "text"), so every
     # ResNet block sees which concepts the caption names, besides cross-attention in the attention blocks
     pooled_caption: bool = False
+    # batches draw image i with weight (number of training images with i's caption)^-balance: 0 = uniform epochs; 1 =
+    # every caption (concept combination) equally often, so concepts that co-occur in the data (a spurious one) are
+    # seen apart as often as together and the UNet must read each one's phrase
+    balance: float = 0.0
     train_timesteps: int = 1000
     beta_schedule: str = "linear"
     prediction_type: str = "v_prediction"  # or "epsilon", "sample"; v degrades to blur, not noise, when undertrained
@@ -119,10 +123,10 @@ class DiffusionConfig:
         if cfg.vae_loss not in ("mse", "l1"):
             raise ParamsError(f"{where}.vae_loss must be mse or l1, got {cfg.vae_loss!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
-                or not 0 <= cfg.ema_decay < 1 or cfg.snr_gamma < 0 or cfg.latent_channels < 1 or cfg.vae_steps < 1 \
+                or not 0 <= cfg.ema_decay < 1 or not 0 <= cfg.balance <= 1 or cfg.snr_gamma < 0 or cfg.latent_channels < 1 or cfg.vae_steps < 1 \
                 or cfg.vae_batch_size < 1 or cfg.vae_kl < 0 or cfg.vae_saturation_weight < 0:
             raise ParamsError(f"{where}: need steps, batch_size, inference_steps, latent_channels, vae_steps, "
-                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, snr_gamma >= 0, "
+                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, 0 <= balance <= 1, snr_gamma >= 0, "
                               "vae_kl >= 0 and vae_saturation_weight >= 0")
         return cfg
 
@@ -332,6 +336,17 @@ def _bytes(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
 
 
+def caption_weights(prompts: Sequence[str], balance: float) -> torch.Tensor:
+    """Float N sampling weights: (number of prompts equal to prompt i)^-``balance``, normalised to sum 1.
+
+    >>> caption_weights(["a", "a", "a", "b"], 1.0).tolist()
+    [0.1666666716337204, 0.1666666716337204, 0.1666666716337204, 0.5]
+    """
+    _, inverse, counts = np.unique(np.asarray(prompts), return_inverse=True, return_counts=True)
+    w = torch.from_numpy(counts[inverse].astype(np.float64) ** -balance)
+    return (w / w.sum()).float()
+
+
 def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts: Sequence[str], cfg: DiffusionConfig,
                    seed: int, live: Any | None = None, preview: int = 8,
                    callback: Callable[[int], None] | None = None) -> list[float]:
@@ -364,14 +379,18 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
     lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     gen = torch.Generator().manual_seed(seed)
     bs = min(cfg.batch_size, len(images))
+    weights = caption_weights(prompts, cfg.balance) if cfg.balance else None
     order = torch.empty(0, dtype=torch.int64)
     losses = []
     pipe.unet.train()
     pipe.text_encoder.train()
     for step in range(1, cfg.steps + 1):
-        if len(order) < bs:  # epochs of shuffled batches
-            order = torch.randperm(len(images), generator=gen)
-        idx, order = order[:bs].to(device), order[bs:]
+        if weights is not None:  # caption-balanced batches
+            idx = torch.multinomial(weights, bs, replacement=True, generator=gen).to(device)
+        else:  # epochs of shuffled batches
+            if len(order) < bs:
+                order = torch.randperm(len(images), generator=gen)
+            idx, order = order[:bs].to(device), order[bs:]
         if latents is None:
             x = augment(resize(images[idx], cfg.resolution), gen, cfg.flip, 0) * 2 - 1
         else:  # the latents of the image or of its mirror image

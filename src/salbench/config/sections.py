@@ -245,6 +245,7 @@ class Diffusion(Section):
     text_layers: PosInt = 2
     text_heads: PosInt = 2
     pooled_caption: bool = False
+    balance: Annotated[float, Ge(0), Le(1)] = 0.0
     train_timesteps: PosInt = 1000
     beta_schedule: str = "linear"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
