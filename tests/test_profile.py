@@ -19,6 +19,10 @@ def test_set_params_args_and_errors() -> None:
     over = {"render": {"splits": {"train": 5}, "colors": ["red", "blue"], "resolution": 64}}
     assert set_params_args(over) == [
         "-S", "render.splits.train=5", "-S", "render.colors=[\"red\",\"blue\"]", "-S", "render.resolution=64"]
+    # A mapping over a null params value (tasks.<name>.world: null) is set whole, in DVC's override grammar.
+    base = {"tasks": {"presence": {"rule": "x", "world": None}}}
+    over = {"tasks": {"presence": {"world": {"max_objects": 5, "zoom": 1.5, "colors": ["red"]}}}}
+    assert set_params_args(over, base) == ["-S", 'tasks.presence.world={max_objects:5,zoom:1.5,colors:["red"]}']
     with pytest.raises(ParamsError, match="params.yaml does not have"):
         merge({"render": {"seed": 0}}, {"render": {"sed": 1}})
     with pytest.raises(ParamsError, match="known profiles"):
@@ -37,3 +41,18 @@ def test_write_merges_in_place_and_keeps_comments(tmp_path) -> None:
     with pytest.raises(ParamsError, match="params.yaml does not have"):
         write_profile(params, {"render": {"sed": 1}})
     assert load_params(params)["render"]["seed"] == 0
+
+
+def test_every_profile_applies_through_dvc_set_params(tmp_path) -> None:
+    """The `-S` arguments `python -m salbench.profile <name>` prints are accepted by DVC's override parser and give
+    the merged params (what `dvc exp run` would run)."""
+    from dvc.utils.hydra import apply_overrides
+
+    base = load_params(ROOT / "params.yaml")
+    for name in sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")):
+        over = load_profile(name, ROOT)
+        params = tmp_path / f"{name}.yaml"
+        params.write_text((ROOT / "params.yaml").read_text())
+        args = set_params_args(over, base)
+        apply_overrides(str(params), args[1::2])
+        assert load_params(params) == merge(base, over), name

@@ -26,12 +26,14 @@ def load_profile(name: str, root: Path = Path(".")) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def leaves(over: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted keys of the overrides down to non-mapping values (lists are leaves)."""
+def leaves(over: Mapping[str, Any], prefix: str = "", base: Any = None) -> Iterator[tuple[str, Any]]:
+    """Dotted keys of the overrides down to non-mapping values (lists are leaves); with ``base`` (the params), a
+    mapping whose params value is not a mapping (e.g. null) is one leaf: its keys cannot be set one by one."""
     for k, v in over.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            yield from leaves(v, f"{key}.")
+        sub = base.get(k) if isinstance(base, Mapping) else None
+        if isinstance(v, Mapping) and v and (base is None or isinstance(sub, Mapping)):
+            yield from leaves(v, f"{key}.", sub)
         else:
             yield key, v
 
@@ -46,9 +48,18 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any], where: str = "") -> 
     return out
 
 
-def set_params_args(over: Mapping[str, Any]) -> list[str]:
-    """`-S key=value` arguments for `dvc exp run` (values as YAML flow/JSON)."""
-    return [a for k, v in leaves(over) for a in ("-S", f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}")]
+def set_params_args(over: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` (values in the override grammar of DVC's Hydra: JSON lists and
+    scalars, mappings as ``{key:value,...}``); ``base``: the params, see :func:`leaves`."""
+    return [a for k, v in leaves(over, base=base) for a in ("-S", f"{k}={v if isinstance(v, str) else _value(v)}")]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    return json.dumps(v, separators=(",", ":"))
 
 
 def _apply(doc: MutableMapping[str, Any], over: Mapping[str, Any]) -> None:
@@ -81,8 +92,9 @@ def main() -> None:
     if args.write:
         write_profile(Path(args.params), over)
     else:
-        merge(load_params(args.params), over)  # validates every key
-        print(" ".join(set_params_args(over)))
+        base = load_params(args.params)
+        merge(base, over)  # validates every key
+        print(" ".join(set_params_args(over, base)))
 
 
 if __name__ == "__main__":
