@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from salbench.params import load_params
-from salbench.render import World
+from salbench.render import World, task_world
 from salbench.render.tasks import random_records
 from salbench.vqa import QuestionGenerator
 
@@ -27,19 +27,21 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
-    world = World.from_params({k: v for k, v in params["render"].items() if k in World.__dataclass_fields__})
-    recs = random_records(world, args.scenes)
-    print(f"{args.scenes} scenes of {world.min_objects}-{world.max_objects} objects, 1 process (1 core)")
-    print(f"{'task':12s} {'questions':>9s} {'per scene':>9s} {'questions/s':>12s}")
+    render = {k: v for k, v in params["render"].items() if k in World.__dataclass_fields__}
+    print(f"{args.scenes} scenes per task (its tasks.<name>.world), 1 process (1 core)")
+    print(f"{'task':12s} {'objects':>7s} {'questions':>9s} {'per scene':>9s} {'questions/s':>12s}")
     for kind in ("simple", "complex"):
-        gen = QuestionGenerator(world, kind, params["tasks"][f"vqa-{kind}"])
+        world, own = task_world(render, params["tasks"][f"vqa-{kind}"])
+        recs = random_records(world, args.scenes)
+        gen = QuestionGenerator(world, kind, own)
         best = np.inf
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             qs = gen.generate(recs, "train")
             best = min(best, time.perf_counter() - t0)
         n = len(qs.texts)
-        print(f"vqa-{kind:8s} {n:9d} {n / args.scenes:9.2f} {n / best:12.0f}")
+        print(f"vqa-{kind:8s} {f'{world.min_objects}-{world.max_objects}':>7s} {n:9d} {n / args.scenes:9.2f} "
+              f"{n / best:12.0f}")
 
 
 if __name__ == "__main__":
