@@ -35,7 +35,7 @@ def main() -> None:
     p = section(params, "render")
     check_keys(p, STAGE_KEYS | set(World.__dataclass_fields__) - {"values"}, "render")
     task_section = section(params, "tasks").get(args.task) or {}
-    world, task_params = task_world(p, task_section)
+    world, task_params = task_world(p, task_section, f"tasks.{args.task}.world")
     task = build_task(args.task, world, task_params)  # validates before any rendering
     splits = {s: int(n) for s, n in p["splits"].items()}
     if set(splits) != set(SPLITS) or min(splits.values()) < 1:

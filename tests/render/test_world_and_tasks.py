@@ -115,8 +115,8 @@ def test_a_task_world_overrides_render_keys_for_that_task_only() -> None:
     assert task_world(render, None) == (World(resolution=64, max_objects=8), {})
     with pytest.raises(RenderParamsError, match=r"unknown key\(s\) \['resolution'\].*render.resolution"):
         task_world(render, {"world": {"resolution": 32}})
-    with pytest.raises(RenderParamsError, match="min_objects <= render.max_objects"):
-        task_world(render, {"world": {"min_objects": 5, "max_objects": 4}})
+    with pytest.raises(RenderParamsError, match="^tasks.presence.world: need 1 <= render.min_objects"):
+        task_world(render, {"world": {"min_objects": 5, "max_objects": 4}}, "tasks.presence.world")
 
 
 def test_zoom_narrows_the_field_of_view_by_its_factor() -> None:

@@ -123,11 +123,12 @@ class DiffusionConfig:
         if cfg.vae_loss not in ("mse", "l1"):
             raise ParamsError(f"{where}.vae_loss must be mse or l1, got {cfg.vae_loss!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
-                or not 0 <= cfg.ema_decay < 1 or not 0 <= cfg.balance <= 1 or cfg.snr_gamma < 0 or cfg.latent_channels < 1 or cfg.vae_steps < 1 \
-                or cfg.vae_batch_size < 1 or cfg.vae_kl < 0 or cfg.vae_saturation_weight < 0:
+                or not 0 <= cfg.ema_decay < 1 or not 0 <= cfg.balance <= 1 or cfg.snr_gamma < 0 \
+                or cfg.latent_channels < 1 or cfg.vae_steps < 1 or cfg.vae_batch_size < 1 or cfg.vae_kl < 0 \
+                or cfg.vae_saturation_weight < 0:
             raise ParamsError(f"{where}: need steps, batch_size, inference_steps, latent_channels, vae_steps, "
-                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, 0 <= balance <= 1, snr_gamma >= 0, "
-                              "vae_kl >= 0 and vae_saturation_weight >= 0")
+                              "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, 0 <= balance <= 1, "
+                              "snr_gamma >= 0, vae_kl >= 0 and vae_saturation_weight >= 0")
         return cfg
 
 

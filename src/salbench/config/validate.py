@@ -353,14 +353,14 @@ def _given(section: BaseModel | None, key: str) -> bool:
 
 
 def _world(render: S.Render | None, raw: Mapping[str, Any] | None, task: Mapping[str, Any] | None,
-           errors: list[str]) -> tuple[World, dict[str, Any]]:
+           errors: list[str], where: str = "render") -> tuple[World, dict[str, Any]]:
     """The world a task renders in (``render`` with the task's ``world`` on top) and the task's own params."""
     own = {k: v for k, v in (task or {}).items() if k != "world"}
     if render is None:
         return World(), own
     fields = {k: v for k, v in (raw or {}).items() if k in World.__dataclass_fields__ and k != "values"}
     try:
-        return task_world(fields, task)
+        return task_world(fields, task, where)
     except RenderParamsError as e:
         errors.append(str(e))
         return World(), own
@@ -407,8 +407,8 @@ def validate_params(params: Mapping[str, Any], stage: str | None = None, *, task
         if name not in S.TASK_PARAMS:
             errors.append(f"{where}: {_unknown(name, TASKS, 'task')}")
         elif _check(S.TASK_PARAMS[name], raw, where, errors) is not None:
-            world, own = _world(p.render, params.get("render"), raw, errors) if "world" in (raw or {}) \
-                else (base, dict(raw or {}))
+            world, own = _world(p.render, params.get("render"), raw, errors, f"{where}.world") \
+                if "world" in (raw or {}) else (base, dict(raw or {}))
             try:
                 build_task(name, world, own)
             except TaskError as e:

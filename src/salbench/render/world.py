@@ -51,7 +51,7 @@ class World:
     min_distance: float = 0.25  # free gap between object footprints (world units)
     min_pixels: int = 40  # visible pixels every object must keep at this resolution
     camera_jitter: float = 0.5
-    zoom: float = 1.0  # camera zoom (narrower field of view): objects appear `zoom` times larger; pair with a smaller extent
+    zoom: float = 1.0  # narrower field of view: everything appears `zoom` times larger (pair with a smaller extent)
     light_jitter: float = 1.0
     max_tries: int = 200
     values: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -114,15 +114,19 @@ class World:
         return SIZES[size] * math.sqrt(2)
 
 
-def task_world(render: Mapping[str, Any], task: Mapping[str, Any] | None) -> tuple[World, dict[str, Any]]:
+def task_world(render: Mapping[str, Any], task: Mapping[str, Any] | None, where: str = "tasks.<task>.world"
+               ) -> tuple[World, dict[str, Any]]:
     """The world a task renders in and the task's own params: ``render.*`` with the task section's ``world``
     mapping on top (e.g. fewer, larger objects for one task: ``tasks.presence.world: {max_objects: 4, zoom: 1.5}``;
-    not ``resolution``, which every task shares), and the task section without it."""
+    not ``resolution``, which every task shares), and the task section without it. Errors name ``where``."""
     own = dict(task or {})
     over = own.pop("world", None) or {}
-    bad = sorted(set(over) - (set(World.__dataclass_fields__) - {"values", "resolution"}))
+    allowed = sorted(set(World.__dataclass_fields__) - {"values", "resolution"})
+    bad = sorted(set(over) - set(allowed))
     if bad:
-        known = sorted(set(World.__dataclass_fields__) - {"values", "resolution"})
-        raise RenderParamsError(f"tasks.<task>.world: unknown key(s) {bad}; a task may override {known} "
+        raise RenderParamsError(f"{where}: unknown key(s) {bad}; a task may override {allowed} "
                                 "(resolution is render.resolution, shared by every task)")
-    return World.from_params({**render, **over}), own
+    try:
+        return World.from_params({**render, **over}), own
+    except RenderParamsError as e:
+        raise RenderParamsError(f"{where}: {e}" if over else str(e)) from None
