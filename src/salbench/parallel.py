@@ -90,7 +90,10 @@ class RayExecutor:
         try:
             return iter(ray.get(refs))
         except BaseException as e:
-            for ref in refs:  # whatever still runs
+            # cancel what still runs, only that: cancelling a task whose reply is being processed aborts the driver
+            # in Ray 2.60 ("Check failed: it != submissible_tasks_.end()", ray-project/ray#54527)
+            running = ray.wait(refs, num_returns=len(refs), timeout=0)[1]
+            for ref in running:
                 ray.cancel(ref, force=True)
             if isinstance(e, ray.exceptions.RayTaskError):
                 raise (e.cause if isinstance(e.cause, BaseException) else e) from None

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -134,6 +135,30 @@ def test_an_address_nothing_answers_at_fails_fast() -> None:
     with pytest.raises(SalbenchError, match=f"attribute.ray.address: nothing answers at '127.0.0.1:{port}'"):
         RayExecutor(address=f"127.0.0.1:{port}")
     assert time.monotonic() - t0 < 30  # Ray alone retries for minutes
+
+
+def test_a_failed_map_cancels_only_the_tasks_still_running() -> None:
+    """Cancelling a task whose reply Ray is processing aborts the driver (Ray 2.60: "Check failed: it !=
+    submissible_tasks_.end()", ray-project/ray#54527; it ended this suite in CI): after an error, ``map`` cancels only
+    what ``ray.wait`` reports unfinished, and re-raises the task's error."""
+
+    class TaskError(Exception):
+        cause = None
+
+    def get(refs: list) -> None:
+        raise TaskError("task 2 failed")
+
+    cancelled: list = []
+    fake = SimpleNamespace(
+        remote=lambda **kw: lambda fn: SimpleNamespace(remote=lambda shared, item: f"ref{item}"),
+        put=lambda x: x, get=get, cancel=lambda ref, force: cancelled.append(ref),
+        wait=lambda refs, num_returns, timeout: (refs[:2], refs[2:]),  # ref0, ref1 done; ref2, ref3 running
+        exceptions=SimpleNamespace(RayTaskError=TaskError, WorkerCrashedError=KeyError, NodeDiedError=KeyError))
+    ex = object.__new__(RayExecutor)
+    ex.__dict__.update(max_retries=0, cpus_per_task=1.0, gpus_per_task=0.0, _ray=fake, _started=False)
+    with pytest.raises(TaskError, match="task 2 failed"):
+        ex.map(lambda shared, item: item, None, [0, 1, 2, 3])
+    assert cancelled == ["ref2", "ref3"]
 
 
 def test_workers_and_an_address_together_is_an_error() -> None:
