@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from salbench.params import load_params
-from salbench.render import World, task_world
+from salbench.render import task_world
 from salbench.render.tasks import random_records
 from salbench.vqa import QuestionGenerator
 
@@ -27,11 +27,10 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params(args.params)
-    render = {k: v for k, v in params["render"].items() if k in World.__dataclass_fields__}
     print(f"{args.scenes} scenes per task (its tasks.<name>.world), 1 process (1 core)")
     print(f"{'task':12s} {'objects':>7s} {'questions':>9s} {'per scene':>9s} {'questions/s':>12s}")
     for kind in ("simple", "complex"):
-        world, own = task_world(render, params["tasks"][f"vqa-{kind}"])
+        world, own = task_world(params["render"], params["tasks"][f"vqa-{kind}"])
         recs = random_records(world, args.scenes)
         gen = QuestionGenerator(world, kind, own)
         best = np.inf
