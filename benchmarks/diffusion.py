@@ -213,7 +213,7 @@ def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | No
 
 
 def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, out: Path | None,
-          guidance: list[float], png: Path | None = None) -> None:
+          guidance: list[float], png: Path | None = None, sampler_steps: list[int] | None = None) -> None:
     torch.set_num_threads(1)
     seed = int(c.get("seed", 0))
     cfg = DiffusionConfig.from_params({**c.get("diffusion", {}), "pretrained": None, "steps": steps,
@@ -234,20 +234,23 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
             print(f"h on the autoencoder's reconstructions of the test images {s.named(ceilings['reconstructed'])}",
                   flush=True)
         scored = {}
-        for w in guidance:
-            gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
-                                DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w}))
-            scored[w] = s.auroc(gen)
-            if png is not None:
-                concept_grid(s, gen, cfg.resolution, png.with_name(f"{png.stem}_step{step}_g{w:g}{png.suffix}"))
+        for k in sampler_steps or [cfg.inference_steps]:
+            for w in guidance:
+                gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
+                                    DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w, "inference_steps": k}))
+                scored[k, w] = s.auroc(gen)
+                if png is not None:
+                    concept_grid(s, gen, cfg.resolution,
+                                 png.with_name(f"{png.stem}_step{step}_g{w:g}_k{k}{png.suffix}"))
         excluded[0] += time.process_time() - ts
         minutes = (time.process_time() - t_train - excluded[0]) / 60
-        for w, a in scored.items():
+        for (k, w), a in scored.items():
             gaps = [r - g for r, g in zip(real, a)]
             rows.append({"step": step, "train_cpu_minutes": round(minutes, 2), "guidance_scale": w,
-                         "h_generated": s.named(a), "max_gap": _r(max(gaps))})
-            print(f"step {step:5d}  {minutes:5.1f} train CPU min  guidance {w:g}  h AUROC on generated "
-                  f"{' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}", flush=True)
+                         "inference_steps": k, "h_generated": s.named(a), "max_gap": _r(max(gaps))})
+            print(f"step {step:5d}  {minutes:5.1f} train CPU min  guidance {w:g}  sampler steps {k}  h AUROC on "
+                  f"generated {' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}",
+                  flush=True)
 
     train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
     if out is not None:
@@ -278,9 +281,11 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="curve, recon: write the curve here")
     ap.add_argument("--png", default=None, help="recon: per concept, 8 test images showing it over their "
                     "reconstructions (rewritten at every scoring); curve: ... over their generations, one file per "
-                    "scoring and guidance scale (<stem>_step<N>_g<w>.png)")
+                    "scoring, guidance scale and sampler step count (<stem>_step<N>_g<w>_k<steps>.png)")
     ap.add_argument("--guidance", default=None, help="curve: comma-separated guidance scales to score (default: the "
                     "params')")
+    ap.add_argument("--sampler-steps", default=None, help="curve: comma-separated DPM-Solver++ step counts to score "
+                    "(default: the params' inference_steps)")
     args = ap.parse_args()
     c = concepts_params(args.params, args.profile, args.set)
     if args.mode == "throughput":
@@ -294,8 +299,9 @@ def main() -> None:
         steps = args.steps or int(c.get("diffusion", {}).get("steps", 150))
         guidance = [float(w) for w in args.guidance.split(",")] if args.guidance else \
             [float(c.get("diffusion", {}).get("guidance_scale", 2.0))]
+        sampler_steps = [int(k) for k in args.sampler_steps.split(",")] if args.sampler_steps else None
         curve(c, Path(args.data), steps, args.every, Path(args.h), Path(args.json) if args.json else None, guidance,
-              Path(args.png) if args.png else None)
+              Path(args.png) if args.png else None, sampler_steps)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,24 @@ def test_the_recon_benchmark_scores_the_autoencoders_reconstructions(workdir: Pa
 
 
 @pytest.mark.slow
+def test_the_curve_benchmark_scores_every_guidance_and_sampler_step_count(workdir: Path) -> None:
+    """benchmarks/diffusion.py curve: one row per scored step × guidance scale × sampler step count, each with h's
+    AUROC per concept on the generations and its largest gap below real; a grid per row."""
+    out = workdir / "curve.json"
+    stage([str(ROOT / "benchmarks/diffusion.py"), "curve", "--steps", "2", "--every", "2", "--guidance", "1,2",
+           "--sampler-steps", "1,3", "--h", str(workdir / "h"), "--json", str(out), "--png",
+           str(workdir / "g.png")], workdir)
+    result = json.loads(out.read_text())
+    assert [(r["step"], r["guidance_scale"], r["inference_steps"]) for r in result["curve"]] == \
+        [(2, 1.0, 1), (2, 2.0, 1), (2, 1.0, 3), (2, 2.0, 3)]
+    for r in result["curve"]:
+        assert r["max_gap"] == pytest.approx(max(result["h_real"][n] - v for n, v in r["h_generated"].items()),
+                                             abs=2e-3)
+    assert sorted(f.name for f in workdir.glob("g_*.png")) == ["g_step2_g1_k1.png", "g_step2_g1_k3.png",
+                                                               "g_step2_g2_k1.png", "g_step2_g2_k3.png"]
+
+
+@pytest.mark.slow
 def test_generate_and_permutation_stages_end_to_end(workdir: Path) -> None:
     for g in ("renderer", "diffusion"):
         stage([str(ROOT / "stages/generate.py"), "--generator", g], workdir)
