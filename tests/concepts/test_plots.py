@@ -40,6 +40,7 @@ def test_importance_figure_greys_untrusted_generators(tmp_path) -> None:
     handles, labels = fig.axes[0].get_legend_handles_labels()
     assert labels == ["true (rule)", "renderer", "diffusion (untrusted: check1_f 0.40)"]
     assert handles[2].patches[0].get_hatch() == "///" and handles[1].patches[0].get_hatch() is None
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == labels  # one legend, below the panels
     plt.close(fig)
     save_importance_figure(tmp_path / "imp.png", {"f": rep})
-    assert Image.open(tmp_path / "imp.png").size == (500, 360)
+    assert Image.open(tmp_path / "imp.png").size == (500, 390)

@@ -74,7 +74,7 @@ def importance_figure(reports: Mapping[str, Mapping[str, Any]]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 3.9), squeeze=False)
     for ax, (model, rep) in zip(axes[0], reports.items()):
         names = list(rep["true"]["importance"])
         series = {"true (rule)": ([rep["true"]["importance"][c] for c in names], None)}
@@ -94,6 +94,7 @@ def importance_figure(reports: Mapping[str, Mapping[str, Any]]) -> Any:
         ax.set_xticks(np.arange(len(names)), names, rotation=20)
         ax.set_title(model)
         ax.set_ylabel("AUROC drop")
-    axes[0, -1].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)  # below the panels, over no bars
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
