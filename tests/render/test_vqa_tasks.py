@@ -34,6 +34,7 @@ def rendered(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("vqa")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["render"].update({**TINY_RENDER, "splits": SPLITS})
+    params["tasks"]["vqa-complex"]["questions_per_image"] = 10  # the shard test's bound, whatever the default
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([sys.executable, str(ROOT / "stages/render.py"), "--task", "vqa-complex", "--params",
                     str(tmp / "params.yaml"), "--out", str(tmp / "out"), "--plots", str(tmp / "plots"),
