@@ -18,6 +18,7 @@ from salbench.vqa.dataset import gt_masks, load_questions, load_vocabulary
 from salbench.vqa.program import from_json
 
 SPLITS = {"train": 6, "val": 3, "test": 3}
+QUESTIONS = 10  # vqa-complex questions asked per image in the rendered fixture, whatever the default
 
 
 def test_vqa_tasks_are_registered_and_sample_any_objects() -> None:
@@ -34,7 +35,7 @@ def rendered(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("vqa")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["render"].update({**TINY_RENDER, "splits": SPLITS})
-    params["tasks"]["vqa-complex"]["questions_per_image"] = 10  # the shard test's bound, whatever the default
+    params["tasks"]["vqa-complex"]["questions_per_image"] = QUESTIONS
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([sys.executable, str(ROOT / "stages/render.py"), "--task", "vqa-complex", "--params",
                     str(tmp / "params.yaml"), "--out", str(tmp / "out"), "--plots", str(tmp / "plots"),
@@ -52,7 +53,7 @@ def test_question_shard_format(rendered: Path) -> None:
     for split, n in SPLITS.items():
         q = load_questions(out, split)
         nq = len(q["answer"])
-        assert 3 * n <= nq <= 10 * n
+        assert 3 * n <= nq <= QUESTIONS * n
         assert {k: (v.dtype, v.shape) for k, v in q.items()} == {
             "image_index": (np.int64, (nq,)), "tokens": (np.int64, (nq, vocab["max_tokens"])),
             "answer": (np.int64, (nq,)), "family": (np.int64, (nq,)),
