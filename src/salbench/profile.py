@@ -62,21 +62,37 @@ def _value(v: Any) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
-def _apply(doc: MutableMapping[str, Any], over: Mapping[str, Any]) -> None:
+def _apply(doc: MutableMapping[str, Any], over: Mapping[str, Any], tag: str) -> None:
+    """Set ``over`` in the ruamel ``doc``; each value set is marked ``[<tag>; default <old>]`` in front of its
+    end-of-line comment, which describes the default (the old value), not the profile's; values inside a flow
+    mapping (``{a: 1}``) are set without a mark."""
     for k, v in over.items():
         if isinstance(v, Mapping) and isinstance(doc.get(k), Mapping):
-            _apply(doc[k], v)
-        else:
+            _apply(doc[k], v, tag)
+            continue
+        if doc.get(k) == v:
+            continue
+        if doc.fa.flow_style():  # {a: 1, b: 2}: a comment inside would break the line
             doc[k] = v
+            continue
+        note = f"[{tag}; default {_value(doc.get(k))}]"
+        old = doc.ca.items.get(k, [None] * 4)[2]
+        doc[k] = v
+        if old is not None and old.value.lstrip().startswith("#"):
+            old.value = old.value.replace("#", f"# {note}", 1)
+        else:
+            doc.yaml_add_eol_comment(note, k)
 
 
-def write_profile(params: Path, over: Mapping[str, Any]) -> None:
-    """Merge ``over`` into the params file in place, keeping its comments and layout (ruamel round trip)."""
+def write_profile(params: Path, over: Mapping[str, Any], name: str = "profile") -> None:
+    """Merge ``over`` into the params file in place, keeping its comments and layout (ruamel round trip); each
+    value the profile sets is marked ``[profile <name>; default <old value>]`` in its comment."""
     merge(load_params(params), over)  # validates every key first
     rt = YAML()
     rt.width = 120
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = rt.load(params.read_text())
-    _apply(doc, over)
+    _apply(doc, over, f"profile {name}")
     with atomic_file(params) as f:
         rt.dump(doc, f)
 
@@ -90,7 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     over = load_profile(args.name, Path(args.params).parent)
     if args.write:
-        write_profile(Path(args.params), over)
+        write_profile(Path(args.params), over, args.name)
     else:
         base = load_params(args.params)
         merge(base, over)  # validates every key
