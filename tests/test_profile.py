@@ -32,15 +32,17 @@ def test_set_params_args_and_errors() -> None:
 def test_write_merges_in_place_and_keeps_comments(tmp_path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("# top comment\nrender:\n  seed: 0      # the seed\n  splits: {train: 10, test: 5}\n"
-                      "train:\n  device: cpu  # cpu | cuda\n  pretrained: null\n  epochs: 3\n")
-    write_profile(params, {"render": {"splits": {"train": 99}}, "train": {"device": "auto", "epochs": 3}}, "gpu")
+                      "train:\n  device: cpu  # cpu | cuda\n  pretrained: null\n  epochs: 3\n  batch: 8\n")
+    write_profile(params, {"render": {"splits": {"train": 99}}, "train": {"device": "auto", "epochs": 5, "batch": 8}},
+                  "gpu")
     text = params.read_text()
     assert "# top comment" in text and "  seed: 0      # the seed\n" in text and "  pretrained: null\n" in text
     # a value the profile changes says so (its comment describes the default); an unchanged one is left alone
-    assert "  splits: {train: 99, test: 5}\n" in text and "  epochs: 3\n" in text
+    assert "  splits: {train: 99, test: 5}\n" in text and "  batch: 8\n" in text
     assert "  device: auto # [profile gpu; default \"cpu\"] cpu | cuda\n" in text
+    assert "  epochs: 5    # [profile gpu; default 3]\n" in text
     assert load_params(params) == {"render": {"seed": 0, "splits": {"train": 99, "test": 5}},
-                                   "train": {"device": "auto", "pretrained": None, "epochs": 3}}
+                                   "train": {"device": "auto", "pretrained": None, "epochs": 5, "batch": 8}}
     with pytest.raises(ParamsError, match="params.yaml does not have"):
         write_profile(params, {"render": {"sed": 1}})
     assert load_params(params)["render"]["seed"] == 0
