@@ -97,7 +97,8 @@ def throughput(c: dict[str, Any], steps: int, n_sample: int) -> None:
             train_pipeline(pipe, images, prompts, DiffusionConfig(**{**one.__dict__, "steps": steps + 1}), 0)
             train_rate = steps / (time.perf_counter() - t1 - (t1 - t0))
             t0 = time.perf_counter()
-            sample_images(pipe, prompts[:n_sample], list(range(n_sample)), cfg)
+            sample_images(pipe, prompts[:n_sample], list(range(n_sample)), cfg,
+                          images[:n_sample] if cfg.strength < 1 else None)
             sample_rate = n_sample / (time.perf_counter() - t0)
             name = f"{device} ({threads} thr)" if device == "cpu" else device
             rates[name] = (ae_rate, train_rate, sample_rate)
@@ -237,7 +238,8 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
         for k in sampler_steps or [cfg.inference_steps]:
             for w in guidance:
                 gen = sample_images(pipe, test_prompts, list(range(len(test_prompts))),
-                                    DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w, "inference_steps": k}))
+                                    DiffusionConfig(**{**cfg.__dict__, "guidance_scale": w, "inference_steps": k}),
+                                    s.test if cfg.strength < 1 else None)
                 scored[k, w] = s.auroc(gen)
                 if png is not None:
                     concept_grid(s, gen, cfg.resolution,

@@ -53,7 +53,8 @@ def main() -> None:
     with atomic_dir(out) as tmp, atomic_dir(plots) as tmp_plots:
         ctx = GeneratorContext(ev.task, ev.world, ev.records, lambda: load_training(task_dir, ev.task), seed, device,
                                workdir=tmp / "model", live=lambda: Live(str(tmp_plots / "train"), save_dvc_exp=False,
-                                                                        dvcyaml=None))
+                                                                        dvcyaml=None),
+                               images=ev.images)
         gen = build_generator(args.generator, p.get(args.generator) or {}, ctx)
         t_build = time.perf_counter() - t0
         plan, index = ev.plan, torch.arange(len(ev.records))

@@ -114,6 +114,14 @@ def test_any_diffusers_text_to_image_pipeline_can_be_loaded(task, world, scenes,
     out = gen(c, torch.arange(3))
     assert out.shape == (3, 16, 16, 3) and torch.equal(out, gen(c, torch.arange(3)))
     assert captions(task, c)[0].startswith(("a red cube", "no red cube"))
+    # strength < 1: the same checkpoint edits the evaluated images through diffusers' image-to-image pipeline
+    ctx = tiny_context(task, world, scenes, None)
+    ctx.images = torch.from_numpy(scenes["test"][0]["images"])
+    edit = build_generator("diffusion", {"pretrained": str(tmp_path / "sd"), "resolution": 16, "inference_steps": 4,
+                                         "strength": 0.5}, ctx)
+    edited = edit(c, torch.arange(3))
+    assert edited.shape == (3, 16, 16, 3) and torch.equal(edited, edit(c, torch.arange(3)))
+    assert not torch.equal(edited, out)
 
 
 def test_an_untrained_pipeline_saved_locally_loads_through_pretrained_and_is_reproducible(task, world, scenes,
@@ -218,6 +226,66 @@ def test_few_step_sampling_recovers_the_data_from_a_nearly_ideal_model(task, pre
     pipe.set_progress_bar_config(disable=True)
     assert (pipe(["a"], num_inference_steps=10, generator=torch.Generator().manual_seed(0)).images * 2 - 1
             - x0).abs().mean() > 0.3  # the output follows the model, it is not a constant
+
+
+class ZeroNoise(NoisyOracle):
+    """Predicts no noise at all (x0 = x_t / alpha_t): DPM-Solver++ then only rescales, and the output is the
+    starting latent divided by its alpha, whatever the number of steps."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("strength", [0.1, 0.3, 0.7])
+def test_sdedit_starts_from_the_image_noised_to_the_strengths_step_hand_computed(task, strength: float) -> None:
+    """strength s < 1: sampling starts at timestep T_k, k = 10 - round(10 s), from alpha_k B + sigma_k noise; with a
+    model that predicts no noise the output is B + (sigma_k / alpha_k) noise, the noise of the image's generator."""
+    cfg = DiffusionConfig.from_params({"resolution": 8, "channels": [8, 16], "text_dim": 16, "guidance_scale": 1.0,
+                                       "prediction_type": "epsilon"})
+    pipe = build_diffusion_pipeline(cfg, vocabulary(task), 15, seed=0)
+    pipe = ConceptDiffusionPipeline(ZeroNoise(torch.zeros(1, 3, 8, 8), pipe.scheduler.alphas_cumprod, "epsilon", 0),
+                                    pipe.text_encoder, pipe.tokenizer, pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.linspace(0.2, 0.8, 2 * 3 * 8 * 8).view(2, 3, 8, 8)
+    out = pipe(["a", "no"], num_inference_steps=10, image=image, strength=strength,
+               generator=[torch.Generator().manual_seed(i) for i in range(2)]).images
+    pipe.scheduler.set_timesteps(10)
+    t = int(pipe.scheduler.timesteps[10 - round(10 * strength)])
+    abar = pipe.scheduler.alphas_cumprod[t]
+    noise = torch.stack([torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)])
+    want = ((image * 2 - 1 + (1 / abar - 1).sqrt() * noise) / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="strength"):
+        pipe(["a"], image=image[:1])  # an image without strength < 1
+    with pytest.raises(ValueError, match="strength"):
+        pipe(["a"], strength=0.5)  # strength < 1 without an image
+
+
+def test_the_sdedit_generator_edits_the_evaluated_images(task, world, scenes, tmp_path) -> None:
+    """concepts.diffusion.strength < 1: g edits each evaluated image (GeneratorContext.images) instead of drawing
+    from noise; reproducible, batch-independent, caption-dependent, and it refuses to run without the images."""
+    cfg = DiffusionConfig.from_params(TINY_LATENT)
+    build_diffusion_pipeline(cfg, vocabulary(task), 15, seed=7).save_pretrained(tmp_path / "pipe")
+    params = {**TINY_LATENT, "pretrained": str(tmp_path / "pipe"), "strength": 0.5, "inference_steps": 4}
+    ctx = tiny_context(task, world, scenes, None)
+    ctx.images = torch.from_numpy(scenes["test"][0]["images"])
+    gen = build_generator("diffusion", params, ctx)
+    c = concept_matrix(task, scenes["test"][1])
+    idx = torch.arange(len(c))
+    out = gen(c, idx)
+    assert out.shape == (len(c), 16, 16, 3) and out.dtype == torch.uint8
+    assert torch.equal(out, build_generator("diffusion", params, ctx)(c, idx))
+    assert (gen(c[[5, 1]], idx[[5, 1]]).int() - out[[5, 1]].int()).abs().max() <= 1
+    other = c.clone()
+    other[:, 0] = ~other[:, 0]
+    assert not torch.equal(gen(other, idx), out)
+    moved = ctx.images.clone()
+    moved[0] = 255 - moved[0]
+    ctx.images = moved
+    assert not torch.equal(build_generator("diffusion", params, ctx)(c[:1], idx[:1]), out[:1])  # it starts from them
+    ctx.images = None
+    with pytest.raises(ValueError, match="GeneratorContext.images"):
+        build_generator("diffusion", params, ctx)
 
 
 def test_training_keeps_the_ema_of_the_weights_hand_computed(task) -> None:

@@ -48,7 +48,8 @@ def test_a_noise_generator_is_untrusted_end_to_end(task) -> None:
     gens = results["models"]["rule"]["generators"]
     # JSON: the exact generator passes, noise fails check 1 for f and h with the measured gaps in the reasons
     assert gens["renderer"]["trusted"] is True and gens["renderer"]["reasons"] == []
-    assert gens["renderer"]["gaps"] == {"check1_f": 0.0, "check1_h_max": 0.0, "check2_max_other": 0.0}
+    assert gens["renderer"]["gaps"] == {"check1_f": 0.0, "check1_h_max": 0.0, "check2_max_other": 0.0,
+                                        "check2_max_own": 0.0}
     noise = gens["noise"]
     assert noise["trusted"] is False
     assert noise["gaps"]["check1_f"] > 0.2 and noise["gaps"]["check1_h_max"] > 0.2
@@ -105,6 +106,23 @@ def test_check2_and_the_thresholds_gate(task) -> None:
     assert trust(r, plan, Checks(max_other=0.5))["trusted"] is True  # at the threshold passes
 
 
+def test_a_generator_that_ignores_the_permutation_fails_check2_on_the_permuted_concept(task) -> None:
+    """g(c^j) = g(c): nothing else moves (check 2 off the concept passes) but h no longer finds j where the permuted
+    captions put it, so its own AUROC falls from 1 to that of the unpermuted bits against the permuted ones."""
+    gen = torch.Generator().manual_seed(3)
+    c = torch.rand(30, 4, generator=gen) < 0.5
+    plan = Plan.draw(task.names, c, c[:, 0].long(), ["red_cube"], 2, seed=0)
+    r = evaluate_generator({"f": (BitsReader(4, torch.tensor([False, True] * 8)), 8)}, (BitsReader(4), 8),
+                           bits_images(c), plan, bits_images(c), lambda a: torch.stack([bits_images(c)] * 2))["f"]
+    verdict = trust(r, plan, Checks())
+    own = verdict["gaps"]["check2_max_own"]
+    assert verdict["gaps"]["check2_max_other"] == 0.0 and own > 0.3
+    assert verdict["trusted"] is False and verdict["reasons"] == [
+        "check 2 (own): the permuted images do not show the permuted concept: h's AUROC of it against the permuted "
+        f"captions moved by > 0.1: red_cube by {own:.3f}"]
+    assert trust(r, plan, Checks(max_own=own + 1e-6))["trusted"] is True  # (own is rounded to 6 places)
+
+
 def test_h_check1_table_hand_computed(task) -> None:
     """h reads the bits back; generated images flip concept 0 in row 0: AUROC 3/4 there, 1 elsewhere."""
     c = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=torch.bool)
@@ -120,7 +138,7 @@ def test_h_check1_table_hand_computed(task) -> None:
     assert all(table[n] == {"real": 1.0, "generated": 1.0, "gap": 0.0} for n in task.names[1:])
     # f = concept 0 (the label), so f's AUROC drops alike; check 2 sees g(c) (flipped) vs exact g(c^j) move 0.25
     verdict = trust(r, plan, Checks(max_gap=0.2, max_other=0.2))
-    assert verdict["gaps"] == {"check1_f": 0.25, "check1_h_max": 0.25, "check2_max_other": 0.25}
+    assert verdict["gaps"] == {"check1_f": 0.25, "check1_h_max": 0.25, "check2_max_other": 0.25, "check2_max_own": 0.0}
     assert verdict["reasons"] == [
         "check 1 (f): AUROC 1.000 on real vs 0.750 on generated images, gap 0.250 > 0.2",
         "check 1 (h): concept AUROC gap > 0.2 on red_cube (1.000 real vs 0.750 generated)",
@@ -129,7 +147,8 @@ def test_h_check1_table_hand_computed(task) -> None:
     assert trust(r, plan, Checks(max_gap=0.25, max_other=0.25)) == {**verdict, "trusted": True, "reasons": []}
 
 
-@pytest.mark.parametrize(("params", "match"), [({"max_gap": -0.1}, ">= 0"), ({"max_gapp": 0.1}, "max_gap")])
+@pytest.mark.parametrize(("params", "match"), [({"max_gap": -0.1}, ">= 0"), ({"max_own": -0.1}, ">= 0"),
+                                               ({"max_gapp": 0.1}, "max_gap")])
 def test_bad_checks_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
         Checks.from_params(params)

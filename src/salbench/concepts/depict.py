@@ -174,20 +174,22 @@ def named(names: Sequence[str], values: torch.Tensor) -> dict[str, float | None]
 @dataclass(frozen=True)
 class Checks:
     """Thresholds of ``concepts.checks`` (in L units, AUROC here): an importance is trusted only when check 1's
-    |L(f(X)) − L(f(g(c)))| and every concept's |L_k(h(X)) − L_k(h(g(c)))| are at most ``max_gap``, and check 2's
-    |L_k(h(g(c))) − L_k(h(g(c^j)))| for every concept k other than the permuted j is at most ``max_other``."""
+    |L(f(X)) − L(f(g(c)))| and every concept's |L_k(h(X)) − L_k(h(g(c)))| are at most ``max_gap``, check 2's
+    |L_k(h(g(c))) − L_k(h(g(c^j)))| for every concept k other than the permuted j is at most ``max_other``, and the
+    same for j itself, scored against the permuted captions (the images show the permutation), at most ``max_own``."""
 
     max_gap: float = 0.1
     max_other: float = 0.1
+    max_own: float = 0.1
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any] | None, where: str = "concepts.checks") -> "Checks":
         p = dict(p or {})
-        check_keys(p, ["max_gap", "max_other"], where)
+        check_keys(p, ["max_gap", "max_other", "max_own"], where)
         out = cls(**{k: float(v) for k, v in p.items()})
-        if not (out.max_gap >= 0 and out.max_other >= 0):
-            raise ParamsError(f"{where}: max_gap and max_other must be >= 0 (AUROC differences), got "
-                             f"{out.max_gap}, {out.max_other}")
+        if not (out.max_gap >= 0 and out.max_other >= 0 and out.max_own >= 0):
+            raise ParamsError(f"{where}: max_gap, max_other and max_own must be >= 0 (AUROC differences), got "
+                             f"{out.max_gap}, {out.max_other}, {out.max_own}")
         return out
 
 
@@ -200,14 +202,16 @@ def check1_table(names: Sequence[str], r: GeneratorEvaluation) -> dict[str, dict
 def trust(r: GeneratorEvaluation, plan: Plan, checks: Checks) -> dict[str, Any]:
     """Whether DEPICT's importances through this generator mean anything: ``trusted``, the failed checks'
     ``reasons`` (one sentence each, naming the measured gap and the threshold), and the measured ``gaps``
-    (largest |value| of check 1 for f and h and of check 2 off the permuted concept; None where undefined)."""
+    (largest |value| of check 1 for f and h and of check 2 off and on the permuted concept; None where undefined)."""
     names = plan.names
     h_gap = r.check1_h.abs()
+    diag = (torch.arange(len(plan.columns)), torch.tensor(plan.columns, dtype=torch.int64))
     off = r.check2.abs().clone()
-    off[torch.arange(len(plan.columns)), torch.tensor(plan.columns, dtype=torch.int64)] = float("nan")
+    own = off[diag].clone()
+    off[diag] = float("nan")
     f_gap = r.check1_f.abs()
     gaps = {"check1_f": json_number(f_gap), "check1_h_max": json_number(_nanmax(h_gap)),
-            "check2_max_other": json_number(_nanmax(off))}
+            "check2_max_other": json_number(_nanmax(off)), "check2_max_own": json_number(_nanmax(own))}
     reasons = []
     if f_gap > checks.max_gap:
         reasons.append(f"check 1 (f): AUROC {float(r.f_real):.3f} on real vs {float(r.f_generated):.3f} on generated "
@@ -221,6 +225,11 @@ def trust(r: GeneratorEvaluation, plan: Plan, checks: Checks) -> dict[str, Any]:
         reasons.append(f"check 2: permuting one concept moved h's AUROC of another by > {checks.max_other:g}: " +
                        ", ".join(f"{names[k]} by {float(off[a, k]):.3f} when {names[plan.columns[a]]} was permuted"
                                  for a, k in moved))
+    unrealised = [a for a in range(len(plan.columns)) if own[a] > checks.max_own]
+    if unrealised:
+        reasons.append(f"check 2 (own): the permuted images do not show the permuted concept: h's AUROC of it "
+                       f"against the permuted captions moved by > {checks.max_own:g}: " + ", ".join(
+                           f"{names[plan.columns[a]]} by {float(own[a]):.3f}" for a in unrealised))
     return {"trusted": not reasons, "reasons": reasons, "gaps": gaps}
 
 
@@ -241,7 +250,7 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
     out: dict[str, Any] = {
         "true": {"importance": named(names, truth.mean), "ranking": ranking(names, truth.mean)},
         "saliency": {"method": saliency_method, "mass": named(names, sal), "ranking": ranking(names, sal)},
-        "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other},
+        "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other, "max_own": checks.max_own},
         "generators": {},
     }
     own = (torch.arange(len(plan.columns)), torch.tensor(plan.columns))

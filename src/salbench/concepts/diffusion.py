@@ -84,6 +84,9 @@ class DiffusionConfig:
     # sampling
     inference_steps: int = 10
     guidance_scale: float = 2.0
+    # 1 = text-to-image from pure noise (DEPICT); < 1 = SDEdit (Meng et al. 2022): each counterfactual starts from its
+    # real image's latent noised to this fraction of the sampler's steps, so only what the caption changes is redrawn
+    strength: float = 1.0
     sample_batch_size: int = 64
     # latent diffusion: an AutoencoderKL trained on the images first (ignored with `pretrained`)
     vae_channels: tuple[int, ...] = ()  # encoder/decoder block widths; () = the UNet works on pixels
@@ -125,10 +128,10 @@ class DiffusionConfig:
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
                 or not 0 <= cfg.ema_decay < 1 or not 0 <= cfg.balance <= 1 or cfg.snr_gamma < 0 \
                 or cfg.latent_channels < 1 or cfg.vae_steps < 1 or cfg.vae_batch_size < 1 or cfg.vae_kl < 0 \
-                or cfg.vae_saturation_weight < 0:
+                or cfg.vae_saturation_weight < 0 or not 0 < cfg.strength <= 1:
             raise ParamsError(f"{where}: need steps, batch_size, inference_steps, latent_channels, vae_steps, "
                               "vae_batch_size >= 1, 0 <= p_uncond < 1, 0 <= ema_decay < 1, 0 <= balance <= 1, "
-                              "snr_gamma >= 0, vae_kl >= 0 and vae_saturation_weight >= 0")
+                              "snr_gamma >= 0, vae_kl >= 0, vae_saturation_weight >= 0 and 0 < strength <= 1")
         return cfg
 
 
@@ -168,14 +171,19 @@ class ConceptDiffusionPipeline(DiffusionPipeline):
     def __call__(self, prompt: Sequence[str], height: int | None = None, width: int | None = None,
                  num_inference_steps: int = 10, guidance_scale: float = 1.0,
                  generator: torch.Generator | list[torch.Generator] | None = None,
-                 output_type: str = "pt") -> ImagePipelineOutput:
+                 output_type: str = "pt", image: torch.Tensor | None = None, strength: float = 1.0
+                 ) -> ImagePipelineOutput:
         """Images of ``prompt``: float N×3×S×S in [0, 1] ("pt") or N×S×S×3 numpy ("np"); pass one generator per
-        image for noise that does not depend on the batch; guidance_scale 1 = no classifier-free guidance."""
+        image for noise that does not depend on the batch; guidance_scale 1 = no classifier-free guidance. With
+        float N×3×S×S ``image`` in [0, 1] and ``strength`` < 1 (SDEdit), sampling starts from ``image`` noised to
+        the last round(strength × num_inference_steps) of the sampler's steps instead of from pure noise."""
         size = self.image_size
         if (height or size, width or size) != (size, size):
             raise ValueError(f"this pipeline generates {size}×{size} images, not {height}×{width}")
         if output_type not in ("pt", "np"):
             raise ValueError(f"output_type must be 'pt' or 'np', got {output_type!r}")
+        if not 0 < strength <= 1 or (strength < 1) != (image is not None):
+            raise ValueError(f"strength={strength}: give 0 < strength < 1 with an image (SDEdit) or 1 without one")
         n = len(prompt)
         cond = self.text_encoder(self.token_ids(prompt)).last_hidden_state
         guided = guidance_scale != 1.0
@@ -185,8 +193,19 @@ class ConceptDiffusionPipeline(DiffusionPipeline):
         x = randn_tensor((n, self.unet.config.in_channels, latent, latent), generator=generator, device=self.device,
                          dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        x = x * self.scheduler.init_noise_sigma
-        for t in self.progress_bar(self.scheduler.timesteps):
+        timesteps = self.scheduler.timesteps
+        if image is None:
+            x = x * self.scheduler.init_noise_sigma
+        else:
+            if image.shape != (n, 3, size, size):
+                raise ValueError(f"image must be {n}×3×{size}×{size} in [0, 1], got {tuple(image.shape)}")
+            start = len(timesteps) - max(1, round(strength * len(timesteps)))
+            timesteps = timesteps[start:]
+            self.scheduler.set_begin_index(start)
+            x0 = image.to(self.device, self.unet.dtype) * 2 - 1
+            x0 = x0 if self.vae is None else encode(self.vae, x0)
+            x = self.scheduler.add_noise(x0, x, timesteps[:1].repeat(n))
+        for t in self.progress_bar(timesteps):
             inp = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
             eps = self.unet(inp, t, encoder_hidden_states=cond).sample
             if guided:
@@ -428,7 +447,8 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
                 pipe.text_encoder.eval()
                 if live is not None:
                     k = min(preview, len(images))
-                    fake = sample_images(pipe, prompts[:k], list(range(k)), cfg)
+                    fake = sample_images(pipe, prompts[:k], list(range(k)), cfg,
+                                         images[:k] if cfg.strength < 1 else None)
                     real = (resize(images[:k], cfg.resolution) * 255).round().byte().permute(0, 2, 3, 1)
                     live.log_image(f"diffusion/samples/step{step:06d}.png",
                                    grid_image(torch.cat([real, fake.to(device)]), k))
@@ -459,18 +479,29 @@ def _weights(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> 
                 p.copy_(v)
 
 
-def sample_images(pipe: DiffusionPipeline, prompts: Sequence[str], seeds: Sequence[int], cfg: DiffusionConfig
-                  ) -> torch.Tensor:
+def sample_images(pipe: DiffusionPipeline, prompts: Sequence[str], seeds: Sequence[int], cfg: DiffusionConfig,
+                  images: torch.Tensor | None = None) -> torch.Tensor:
     """Uint8 N×S×S×3 images of ``prompts``; image i's noise comes from its own CPU generator seeded with
-    ``seeds[i]``, so it does not depend on the batch it is generated in. ``cfg.sample_batch_size`` at a time."""
+    ``seeds[i]``, so it does not depend on the batch it is generated in. ``cfg.sample_batch_size`` at a time. With
+    ``cfg.strength`` < 1, SDEdit from uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``), the real images the
+    rows are counterfactuals of; any other diffusers pipeline goes through its image-to-image twin."""
+    if (cfg.strength < 1) != (images is not None):
+        raise ValueError(f"strength={cfg.strength} needs the real images exactly when it is < 1")
+    size = {"height": cfg.resolution, "width": cfg.resolution}
+    if images is not None and not isinstance(pipe, ConceptDiffusionPipeline):
+        from diffusers import AutoPipelineForImage2Image
+
+        pipe, size = AutoPipelineForImage2Image.from_pipe(pipe), {}  # the size is the image's
     pipe.set_progress_bar_config(disable=True)
     out = []
     for a in range(0, len(prompts), cfg.sample_batch_size):
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds[a:a + cfg.sample_batch_size]]
+        edit = {} if images is None else {
+            "image": resize(images[a:a + cfg.sample_batch_size], cfg.resolution).to(pipe.device),
+            "strength": cfg.strength}
         x = pipe(prompt=list(prompts[a:a + cfg.sample_batch_size]), num_inference_steps=cfg.inference_steps,
-                 guidance_scale=cfg.guidance_scale, generator=gens, output_type="pt",
-                 height=cfg.resolution, width=cfg.resolution).images
-        out.append((x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1))
+                 guidance_scale=cfg.guidance_scale, generator=gens, output_type="pt", **size, **edit).images
+        out.append((x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu())
     return torch.cat(out) if out else torch.empty(0, cfg.resolution, cfg.resolution, 3, dtype=torch.uint8)
 
 
@@ -492,8 +523,13 @@ def grid_image(images: torch.Tensor, cols: int) -> Image.Image:
 class DiffusionGenerator:
     """The ``diffusion`` generator: captions of the target concepts -> ``pipe`` -> uint8 N×R×R×3."""
 
-    def __init__(self, pipe: DiffusionPipeline, task: Presence, cfg: DiffusionConfig, seed: int) -> None:
+    def __init__(self, pipe: DiffusionPipeline, task: Presence, cfg: DiffusionConfig, seed: int,
+                 images: torch.Tensor | None = None) -> None:
+        if cfg.strength < 1 and images is None:
+            raise ValueError(f"concepts.diffusion.strength={cfg.strength} edits the evaluated images (SDEdit), but the "
+                             "generator was given none (GeneratorContext.images)")
         self.pipe, self.task, self.cfg, self.seed = pipe, task, cfg, seed
+        self.images = images if cfg.strength < 1 else None
         self.resolution = cfg.resolution
 
     @classmethod
@@ -502,7 +538,7 @@ class DiffusionGenerator:
         ``ctx.workdir``)."""
         cfg = DiffusionConfig.from_params(params)
         if cfg.pretrained:
-            return cls(load_pipeline(cfg.pretrained, ctx.device), ctx.task, cfg, ctx.seed)
+            return cls(load_pipeline(cfg.pretrained, ctx.device), ctx.task, cfg, ctx.seed, ctx.images)
         images, concepts = ctx.train()
         prompts = captions(ctx.task, concepts)
         vocab = vocabulary(ctx.task)
@@ -512,8 +548,9 @@ class DiffusionGenerator:
             train_pipeline(pipe, images, prompts, cfg, ctx.seed, live)
         if ctx.workdir is not None:
             pipe.save_pretrained(ctx.workdir)
-        return cls(pipe, ctx.task, cfg, ctx.seed)
+        return cls(pipe, ctx.task, cfg, ctx.seed, ctx.images)
 
     def __call__(self, concepts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         seeds = [image_seed(self.seed, i) for i in index.tolist()]
-        return sample_images(self.pipe, captions(self.task, concepts), seeds, self.cfg)
+        real = None if self.images is None else self.images[index]
+        return sample_images(self.pipe, captions(self.task, concepts), seeds, self.cfg, real)

@@ -9,7 +9,7 @@ counterfactual of) returns uint8 N×R×R×3 at the generator's ``resolution``.
 - ``diffusion``: a text-to-image diffusers pipeline conditioned on the rows' captions, trained on the
   rendered training split or loaded from ``pretrained`` (see :mod:`salbench.concepts.diffusion`); the
   noise of row n depends only on (seed, index[n]), so a permuted caption meets the same noise as the
-  unpermuted one.
+  unpermuted one; with ``strength`` < 1 it edits image index[n] (SDEdit) instead of starting from noise.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class GeneratorContext:
     seed: int
     device: torch.device
     workdir: Path | None = None  # a trained generator saves itself here
+    images: torch.Tensor | None = None  # uint8 N×H×W×3 evaluated images (an editing generator starts from them)
     live: Callable[[], Any] | None = None  # opens a dvclive.Live for training logs
 
 

@@ -253,6 +253,7 @@ class Diffusion(Section):
     sample_every: NonNegInt = 100
     inference_steps: PosInt = 10
     guidance_scale: NonNegFloat = 2.0
+    strength: Annotated[float, Gt(0), Le(1)] = 1.0  # 1 = text-to-image; < 1 = SDEdit from the evaluated image
     sample_batch_size: PosInt = 64
     snr_gamma: NonNegFloat = 0.0  # min-SNR-γ loss weighting; 0 = plain MSE
     vae_channels: list[PosInt] = []  # AutoencoderKL widths: latent diffusion; [] = pixel space
@@ -274,10 +275,12 @@ class ConceptClassifier(TrainSettings):
 
 
 class DepictChecks(Section):
-    """concepts.checks: thresholds (AUROC units) of DEPICT's checks 1 and 2 above which an importance is untrusted."""
+    """concepts.checks: thresholds (AUROC units) of DEPICT's checks 1 and 2 (off and on the permuted concept) above
+    which an importance is untrusted."""
 
     max_gap: Annotated[float, Ge(0), Le(1)] = 0.1
     max_other: Annotated[float, Ge(0), Le(1)] = 0.1
+    max_own: Annotated[float, Ge(0), Le(1)] = 0.1
 
 
 class Concepts(Section):

@@ -51,7 +51,8 @@ def caption_note(depict: Mapping[str, Any] | None) -> str:
         return ""
     checks = d.get("checks") or next(iter(d["models"].values())).get("checks", {})
     limits = (f"check 1 gap ≤ {checks.get('max_gap', '?')}, "
-              f"check 2 off-concept change ≤ {checks.get('max_other', '?')}")
+              f"check 2 off-concept change ≤ {checks.get('max_other', '?')}, "
+              f"permuted concept's own change ≤ {checks.get('max_own', '?')}")
     bad = untrusted(d)
     if not bad:
         return f" Every classifier × generator passed DEPICT's checks ({limits})."
@@ -64,7 +65,8 @@ def caption_note(depict: Mapping[str, Any] | None) -> str:
         "classifier: the task rule's true importance (grey), the exact re-rendering generator and the diffusion "
         "generator (mean ± std over permutations). A generator whose images fail DEPICT's check 1 (f's or h's "
         "AUROC on generated images more than concepts.checks.max_gap from real) or check 2 (permuting one concept "
-        "moves h's AUROC of another by more than max_other) is untrusted: light grey, hatched, not a result. The "
+        "moves h's AUROC of another by more than max_other, or of itself, against the permuted captions, by more than "
+        "max_own) is untrusted: light grey, hatched, not a result. The "
         "table gives h's AUROC per concept on real and generated images (check 1).", skip=lambda inputs: None)
 def draw(inputs: Inputs) -> Any:
     plt = pyplot()
