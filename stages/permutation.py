@@ -14,6 +14,7 @@ from salbench.config.validate import preflight
 preflight("permutation")  # all of params.yaml, before the heavy imports below: `error: ...`, exit 2
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from salbench.attribution import METHODS
@@ -87,8 +88,7 @@ def main() -> None:
             "task": task_name, "classes": names, "accuracy": {"test": h_accuracy}, "params_hash": params_hash(p),
             "seed": seed, "versions": provenance({}, seed)["versions"]})
         write_json(tmp / "results.json", {"models": reports, "h_test_auroc": h_auroc, "h_check1": h_check1,
-                                          "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other,
-                                                     "max_own": checks.max_own},
+                                          "checks": asdict(checks),
                                           "provenance": provenance({"concepts": p}, seed)})
         if reports:
             save_importance_figure(tmp_plots / "importance.png", reports)

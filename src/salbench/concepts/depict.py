@@ -8,7 +8,7 @@ objects a pixel-saliency ranking; both are compared with DEPICT's ranking by Spe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -250,7 +250,7 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
     out: dict[str, Any] = {
         "true": {"importance": named(names, truth.mean), "ranking": ranking(names, truth.mean)},
         "saliency": {"method": saliency_method, "mass": named(names, sal), "ranking": ranking(names, sal)},
-        "checks": {"max_gap": checks.max_gap, "max_other": checks.max_other, "max_own": checks.max_own},
+        "checks": asdict(checks),
         "generators": {},
     }
     own = (torch.arange(len(plan.columns)), torch.tensor(plan.columns))
