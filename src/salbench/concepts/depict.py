@@ -58,6 +58,11 @@ class Plan:
     def permuted_names(self) -> list[str]:
         return [self.names[j] for j in self.columns]
 
+    @property
+    def own_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the permuted concepts' own entries in a J×K matrix (row a, column ``columns[a]``)."""
+        return torch.arange(len(self.columns)), torch.tensor(self.columns, dtype=torch.int64)
+
 
 @dataclass
 class Importance:
@@ -205,10 +210,9 @@ def trust(r: GeneratorEvaluation, plan: Plan, checks: Checks) -> dict[str, Any]:
     (largest |value| of check 1 for f and h and of check 2 off and on the permuted concept; None where undefined)."""
     names = plan.names
     h_gap = r.check1_h.abs()
-    diag = (torch.arange(len(plan.columns)), torch.tensor(plan.columns, dtype=torch.int64))
-    off = r.check2.abs().clone()
-    own = off[diag].clone()
-    off[diag] = float("nan")
+    off = r.check2.abs()
+    own = off[plan.own_index]
+    off[plan.own_index] = float("nan")
     f_gap = r.check1_f.abs()
     gaps = {"check1_f": json_number(f_gap), "check1_h_max": json_number(_nanmax(h_gap)),
             "check2_max_other": json_number(_nanmax(off)), "check2_max_own": json_number(_nanmax(own))}
@@ -253,14 +257,11 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
         "checks": asdict(checks),
         "generators": {},
     }
-    own = (torch.arange(len(plan.columns)), torch.tensor(plan.columns))
     for g, r in results.items():
         imp = r.importance
-        off = r.check2.clone()
-        off[own] = float("nan")
-        off = off[off.isfinite()].abs()
+        verdict = trust(r, plan, checks)
         out["generators"][g] = {
-            **trust(r, plan, checks),
+            **verdict,
             "importance": {n: {"mean": json_number(m), "std": json_number(sd), "values": [json_number(v) for v in d]}
                            for n, m, sd, d in zip(names, imp.mean, imp.std, imp.base - imp.permuted)},
             "ranking": ranking(names, imp.mean),
@@ -270,8 +271,8 @@ def report(plan: Plan, truth: Importance, saliency: torch.Tensor, saliency_metho
             "check1": {"f": json_number(r.check1_f), "h": named(all_names, r.check1_h),
                        "h_mean": json_number(r.check1_h.nanmean()), "h_table": check1_table(all_names, r)},
             "check2": {"matrix": {n: named(all_names, row) for n, row in zip(names, r.check2)},
-                       "max_abs_other": json_number(off.max()) if len(off) else None,
-                       "own": named(names, r.check2[own])},
+                       "max_abs_other": verdict["gaps"]["check2_max_other"],
+                       "own": named(names, r.check2[plan.own_index])},
         }
     gens = list(results)
     out["agreement"] = {f"{a}_vs_{b}": json_number(spearman(results[a].importance.mean, results[b].importance.mean))

@@ -484,14 +484,13 @@ def sample_images(pipe: DiffusionPipeline, prompts: Sequence[str], seeds: Sequen
     """Uint8 N×S×S×3 images of ``prompts``; image i's noise comes from its own CPU generator seeded with
     ``seeds[i]``, so it does not depend on the batch it is generated in. ``cfg.sample_batch_size`` at a time. With
     ``cfg.strength`` < 1, SDEdit from uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``), the real images the
-    rows are counterfactuals of; any other diffusers pipeline goes through its image-to-image twin."""
+    rows are counterfactuals of: ``pipe`` is then a :class:`ConceptDiffusionPipeline` or a diffusers image-to-image
+    pipeline (:func:`editing_pipeline`)."""
     if (cfg.strength < 1) != (images is not None):
         raise ValueError(f"strength={cfg.strength} needs the real images exactly when it is < 1")
-    size = {"height": cfg.resolution, "width": cfg.resolution}
-    if images is not None and not isinstance(pipe, ConceptDiffusionPipeline):
-        from diffusers import AutoPipelineForImage2Image
-
-        pipe, size = AutoPipelineForImage2Image.from_pipe(pipe), {}  # the size is the image's
+    # diffusers' image-to-image pipelines take their size from the image
+    size = {} if images is not None and not isinstance(pipe, ConceptDiffusionPipeline) else \
+        {"height": cfg.resolution, "width": cfg.resolution}
     pipe.set_progress_bar_config(disable=True)
     out = []
     for a in range(0, len(prompts), cfg.sample_batch_size):
@@ -503,6 +502,16 @@ def sample_images(pipe: DiffusionPipeline, prompts: Sequence[str], seeds: Sequen
                  guidance_scale=cfg.guidance_scale, generator=gens, output_type="pt", **size, **edit).images
         out.append((x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu())
     return torch.cat(out) if out else torch.empty(0, cfg.resolution, cfg.resolution, 3, dtype=torch.uint8)
+
+
+def editing_pipeline(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    """``pipe`` able to start from an image: a :class:`ConceptDiffusionPipeline` as it is, any other diffusers
+    text-to-image pipeline as its image-to-image twin (the same components)."""
+    if isinstance(pipe, ConceptDiffusionPipeline):
+        return pipe
+    from diffusers import AutoPipelineForImage2Image
+
+    return AutoPipelineForImage2Image.from_pipe(pipe)
 
 
 def load_pipeline(path_or_id: str | Path, device: str | torch.device = "cpu") -> DiffusionPipeline:
@@ -528,7 +537,8 @@ class DiffusionGenerator:
         if cfg.strength < 1 and images is None:
             raise ValueError(f"concepts.diffusion.strength={cfg.strength} edits the evaluated images (SDEdit), but the "
                              "generator was given none (GeneratorContext.images)")
-        self.pipe, self.task, self.cfg, self.seed = pipe, task, cfg, seed
+        self.pipe = editing_pipeline(pipe) if cfg.strength < 1 else pipe
+        self.task, self.cfg, self.seed = task, cfg, seed
         self.images = images if cfg.strength < 1 else None
         self.resolution = cfg.resolution
 
