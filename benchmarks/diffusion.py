@@ -33,11 +33,12 @@ from typing import Any
 import torch
 import yaml
 
-from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier, vocabulary
+from salbench.concepts import auroc, captions, logits, resize, train_concept_classifier
 from salbench.concepts.classifier import classifier_params
 from salbench.concepts.dataset import load_eval_set, load_training
 from salbench.concepts.diffusion import (DiffusionConfig, build_pipeline, build_tokenizer, grid_image, reconstruct,
-                                         sample_images, train_autoencoder, train_pipeline)
+                                         sample_images, scene_captions, train_autoencoder, train_pipeline,
+                                         untrained_pipeline)
 from salbench.models import load_checkpoint, save_checkpoint
 from salbench.params import load_params, section
 
@@ -124,6 +125,9 @@ class Scoring:
     train: torch.Tensor  # uint8 M×H×W×3
     train_concepts: torch.Tensor  # bool M×K
     task: Any
+    world: Any
+    test_records: list[dict]  # N scene records
+    train_records: list[dict]  # M scene records
     h: torch.nn.Module
     real: list[float]  # h's AUROC per concept on the test images
     real_at_resolution: list[float]  # ... squeezed to the generator's resolution
@@ -142,7 +146,7 @@ def scoring(c: dict[str, Any], data: Path, h_dir: Path, resolution: int) -> Scor
     seed = int(c.get("seed", 0))
     task_dir = data / c.get("task", "presence")
     ev = load_eval_set(task_dir, "test", 0, c.get("concepts"), 1, seed)
-    images, concepts = load_training(task_dir, ev.task)
+    images, concepts, records = load_training(task_dir, ev.task)
     t0 = time.process_time()
     if (h_dir / "manifest.json").exists():
         h = load_checkpoint(h_dir, "cpu")[0]
@@ -151,7 +155,8 @@ def scoring(c: dict[str, Any], data: Path, h_dir: Path, resolution: int) -> Scor
         h = train_concept_classifier(images, concepts, spec, hcfg, seed, "cpu", size)
         save_checkpoint(h_dir, h, {"task": "presence", "classes": ev.task.names, "accuracy": {}, "params_hash": "",
                                    "seed": seed, "versions": {}})
-    s = Scoring(list(ev.task.names), ev.plan.concepts, ev.images, images, concepts, ev.task, h, [], [])
+    s = Scoring(list(ev.task.names), ev.plan.concepts, ev.images, images, concepts, ev.task, ev.world, ev.records,
+                records, h, [], [])
     s.real = s.auroc(ev.images)
     s.real_at_resolution = s.auroc((resize(ev.images, resolution) * 255).round().byte().permute(0, 2, 3, 1))
     print(f"h ({(time.process_time() - t0) / 60:.1f} CPU min): AUROC on real test images {s.named(s.real)}; on real "
@@ -174,10 +179,9 @@ def concept_grid(s: Scoring, images: torch.Tensor, resolution: int, png: Path, k
 
 def untrained(cfg: DiffusionConfig, s: Scoring, seed: int) -> tuple[Any, list[str]]:
     """The untrained pipeline ``generate@diffusion`` builds for the training captions, and those captions."""
-    prompts = captions(s.task, s.train_concepts)
-    vocab = vocabulary(s.task)
-    length = max(len(i) for i in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
-    return build_pipeline(cfg, vocab, length, seed), prompts
+    prompts = scene_captions(s.task, s.train_concepts, s.train_records, cfg)
+    test = scene_captions(s.task, s.truth, s.test_records, cfg)
+    return untrained_pipeline(cfg, s.task, s.world, [*prompts, *test], seed), prompts
 
 
 def recon(c: dict[str, Any], data: Path, h_dir: Path, every: int, out: Path | None, png: Path | None) -> None:
@@ -222,7 +226,7 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
     s = scoring(c, data, h_dir, cfg.resolution)
     names, truth, images, real = s.names, s.truth, s.train, s.real
     pipe, prompts = untrained(cfg, s, seed)
-    test_prompts = captions(s.task, truth)
+    test_prompts = scene_captions(s.task, truth, s.test_records, cfg)
     rows: list[dict[str, Any]] = []
     ceilings: dict[str, list[float]] = {}
     t_train = time.process_time()
@@ -254,7 +258,7 @@ def curve(c: dict[str, Any], data: Path, steps: int, every: int, h_dir: Path, ou
                   f"generated {' '.join(f'{n}={v:.3f}' for n, v in zip(names, a))}  max gap {max(gaps):.3f}",
                   flush=True)
 
-    train_pipeline(pipe, images, prompts, cfg, seed, callback=score)
+    train_pipeline(pipe, images, prompts, cfg, seed, callback=score, groups=captions(s.task, s.train_concepts))
     if out is not None:
         out.write_text(json.dumps({"settings": {k: v for k, v in cfg.__dict__.items()}, "n_test": len(truth),
                                    "h_real": s.named(real), "h_real_at_resolution": s.named(s.real_at_resolution),

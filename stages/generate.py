@@ -70,7 +70,9 @@ def main() -> None:
         save_png(tmp_plots / "counterfactuals.png",
                  counterfactual_grid(baseline, [v[0] for v in permuted.values()], n_show))
         rows = slice(0, min(n_show, len(index)))
-        save_concept_grid(tmp_plots / "grid.png", ev.images[rows], captions(ev.task, plan.concepts[rows]),
+        context = getattr(gen, "context", None)  # what a captioning generator's captions add (caption_context)
+        save_concept_grid(tmp_plots / "grid.png", ev.images[rows],
+                          captions(ev.task, plan.concepts[rows], None if context is None else context[rows]),
                           baseline[rows], {j: v[0, rows] for j, v in permuted.items()},
                           {j: changed_phrases(ev.task, plan.concepts[rows], plan.targets(a, 0)[rows], j)
                            for a, j in enumerate(plan.permuted_names)},

@@ -58,7 +58,7 @@ def main() -> None:
     plan, names = ev.plan, ev.task.names
     generated = {g: load_generated(Path(args.generated) / g, plan) for g in p.get("generators", ["renderer"])}
 
-    images, concepts = load_training(task_dir, ev.task)
+    images, concepts, _ = load_training(task_dir, ev.task)
     h = train_concept_classifier(images, concepts, h_spec, h_cfg, seed, device, h_size)
     h_out = logits(h, ev.images, h.input_size, bs).cpu()
     h_auroc = {c: json_number(v) for c, v in zip(names, auroc(h_out.T, plan.concepts.T))}

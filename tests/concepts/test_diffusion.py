@@ -25,7 +25,7 @@ def tiny_context(task, world, scenes, tmp: Path | None) -> GeneratorContext:
 
     return GeneratorContext(
         task, world, scenes["test"][1],
-        train=lambda: (torch.from_numpy(arrays["images"]), concept_matrix(task, records)),
+        train=lambda: (torch.from_numpy(arrays["images"]), concept_matrix(task, records), records),
         seed=0, device=torch.device("cpu"), workdir=None if tmp is None else tmp / "model",
         live=None if tmp is None else (lambda: Live(str(tmp / "live"), save_dvc_exp=False, dvcyaml=None)))
 
@@ -175,6 +175,7 @@ def test_min_snr_weights_hand_computed() -> None:
     ({"vae_kl": -1.0}, "vae_kl >= 0"),
     ({"vae_loss": "l2"}, "vae_loss must be mse or l1"),
     ({"vae_saturation_weight": -1.0}, "vae_saturation_weight >= 0"),
+    ({"caption_context": "objects"}, "caption_context must be one of \\['none', 'colors'\\]"),
 ])
 def test_bad_diffusion_params_are_rejected(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -370,3 +371,51 @@ def test_caption_weights_make_every_caption_equally_likely() -> None:
     assert half[0].item() / half[-1].item() == pytest.approx(6 ** -0.5, rel=1e-6)
     with pytest.raises(Exception, match="0 <= balance <= 1"):
         DiffusionConfig.from_params({"balance": 1.5})
+
+
+def test_the_colors_context_tells_each_caption_the_other_objects_and_no_permutation_changes_it(
+        task, world, scenes, monkeypatch) -> None:
+    """concepts.diffusion.caption_context: colors. Training captions and generated rows' captions end with their
+    scene's 'other objects: ...' (colours of the objects that carry no concept); `balance` still counts concept
+    combinations; permuting a concept changes only its own phrase; the tokenizer knows every word; 'none' keeps
+    the plain captions."""
+    import salbench.concepts.diffusion as diffusion
+    from salbench.concepts import context_phrases
+
+    records = scenes["test"][1]
+    expected = [sorted(o["color"] for o in r["objects"] if not any(task.present({"objects": [o]}).values()))
+                for r in records]
+    assert context_phrases(task, records, "colors") == [
+        "other objects: " + (", ".join(e) if e else "none") for e in expected]
+    assert any(expected)  # ("other objects: none": the doctest of context_phrases)
+    seen: dict[str, list[str]] = {}
+    real_train = diffusion.train_pipeline
+    monkeypatch.setattr(diffusion, "train_pipeline", lambda pipe, images, prompts, *a, **k: (
+        seen.__setitem__("train", list(prompts)), real_train(pipe, images, prompts, *a, **k))[1])
+    real_weights = diffusion.caption_weights
+    monkeypatch.setattr(diffusion, "caption_weights", lambda groups, balance: (
+        seen.__setitem__("balanced", list(groups)), real_weights(groups, balance))[1])
+    gen = build_generator("diffusion", {**TINY, "caption_context": "colors", "balance": 1.0},
+                          tiny_context(task, world, scenes, None))
+    train_records = scenes["train"][1]
+    train_concepts = concept_matrix(task, train_records)
+    assert seen["train"] == captions(task, train_concepts, context_phrases(task, train_records, "colors"))
+    assert seen["balanced"] == captions(task, train_concepts)  # balance counts concept combinations, not contexts
+    monkeypatch.setattr(diffusion, "sample_images", lambda pipe, prompts, *a: seen.__setitem__("sample", prompts)
+                        or torch.zeros(len(prompts), 16, 16, 3, dtype=torch.uint8))
+    c = concept_matrix(task, records)
+    idx = torch.tensor([3, 0, 7])
+    flipped = c[idx].clone()
+    flipped[:, 0] = ~flipped[:, 0]
+    gen(flipped, idx)
+    base = captions(task, c[idx], [context_phrases(task, records, "colors")[i] for i in idx.tolist()])
+    for before, after in zip(base, seen["sample"]):
+        diff = [k for k, (a, b) in enumerate(zip(before.split(", "), after.split(", "))) if a != b]
+        assert diff == [0] and len(before.split(", ")) == len(after.split(", "))
+    tok = gen.pipe.tokenizer
+    ids = tok(seen["train"] + seen["sample"]).input_ids
+    assert all(tok.unk_token_id not in row for row in ids)
+    plain = build_generator("diffusion", TINY, tiny_context(task, world, scenes, None))
+    plain(c[idx], idx)
+    assert seen["sample"] == captions(task, c[idx])
+    assert "other" not in plain.pipe.tokenizer.get_vocab()

@@ -21,7 +21,8 @@ from helpers import ROOT, TINY_RENDER, deep_merge
 TINY_CONCEPTS = {
     "n_images": 10, "permutations": 2, "models": ["resnet-small"], "batch_size": 16, "preview": 4,
     "diffusion": {"resolution": 16, "steps": 2, "batch_size": 4, "channels": [8, 16], "text_dim": 16,
-                  "inference_steps": 2, "sample_batch_size": 16, "sample_every": 1},
+                  "inference_steps": 2, "sample_batch_size": 16, "sample_every": 1,
+                  "caption_context": "colors"},  # the default (none) runs in the tiny dvc repro
     "h": {"arch": "resnet-small", "kwargs": {"stem_width": 8}, "epochs": 1, "batch_size": 8},
 }
 

@@ -3,12 +3,13 @@
 A concept is an attribute query of the task (e.g. ``red_cube: {color: red, shape: cube}``); an image
 has it when some object matches. Annotations are a bool N×K matrix in the task's concept order, and
 the DEPICT caption of an image lists every concept in that fixed order as present ("a ...") or
-absent ("no ..."), so permuting a column changes exactly one phrase of the caption.
+absent ("no ..."), so permuting a column changes exactly one phrase of the caption. A caption may end with
+a context that no permutation touches (:func:`context_phrases`): what else the scene holds.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
@@ -43,10 +44,45 @@ def concept_matrix(task: Presence, records: Sequence[Mapping[str, Any]]) -> torc
     return torch.tensor(rows, dtype=torch.bool).view(-1, len(task.names))
 
 
-def captions(task: Presence, concepts: torch.Tensor) -> list[str]:
-    """DEPICT captions of a bool N×K matrix: 'a red cube, no blue sphere, ...' in the task's concept order."""
+def captions(task: Presence, concepts: torch.Tensor, context: Sequence[str] | None = None) -> list[str]:
+    """DEPICT captions of a bool N×K matrix: 'a red cube, no blue sphere, ...' in the task's concept order,
+    each followed by its row's ``context`` phrase (N strings, see :func:`context_phrases`) where not empty."""
     phrases = [phrase(task.concepts[c]) for c in task.names]
-    return [", ".join(("a " if on else "no ") + ph for on, ph in zip(row, phrases)) for row in concepts.tolist()]
+    rows = concepts.tolist()
+    if context is not None and len(context) != len(rows):
+        raise ValueError(f"{len(rows)} concept rows but {len(context)} context phrases")
+    return [", ".join([*(("a " if on else "no ") + ph for on, ph in zip(row, phrases)), *([ctx] if ctx else [])])
+            for row, ctx in zip(rows, context or [""] * len(rows))]
+
+
+CaptionContext = Literal["none", "colors"]
+CAPTION_CONTEXTS: tuple[str, ...] = get_args(CaptionContext)
+
+
+def context_phrases(task: Presence, records: Sequence[Mapping[str, Any]], context: CaptionContext) -> list[str]:
+    """Per scene record, what its caption says besides the concepts: nothing (``none``), or (``colors``) the
+    colours of the objects that carry no concept, sorted: 'other objects: gray, red, red' ('other objects: none').
+
+    Permuting a concept leaves the context as it is, so a generator told the other objects keeps them; without
+    it, "no red cube" may also drop the red spheres a real scene without a red cube has.
+
+    >>> from salbench.render.world import World
+    >>> from salbench.render.tasks import build_task
+    >>> task = build_task("presence", World(), {"concepts": {"red_cube": {"color": "red", "shape": "cube"}},
+    ...                                         "rule": "red_cube"})
+    >>> objs = [{"color": "red", "shape": "cube"}, {"color": "red", "shape": "sphere"}, {"color": "gray", "shape": "cube"}]
+    >>> context_phrases(task, [{"objects": objs}, {"objects": objs[:1]}], "colors")
+    ['other objects: gray, red', 'other objects: none']
+    """
+    if context not in CAPTION_CONTEXTS:
+        raise ParamsError(f"caption context {context!r} is not one of {list(CAPTION_CONTEXTS)}")
+    if context == "none":
+        return [""] * len(records)
+    out = []
+    for rec in records:
+        other = sorted(o["color"] for o in rec["objects"] if not any(matches(o, q) for q in task.concepts.values()))
+        out.append("other objects: " + (", ".join(other) if other else "none"))
+    return out
 
 
 def changed_phrases(task: Presence, before: torch.Tensor, after: torch.Tensor, concept: str) -> list[str | None]:
@@ -58,11 +94,14 @@ def changed_phrases(task: Presence, before: torch.Tensor, after: torch.Tensor, c
     return [None if b == a else ("a " if a else "no ") + ph for b, a in pairs]
 
 
-def vocabulary(task: Presence) -> list[str]:
-    """Every word a caption of this task can contain (the tokenizer's vocabulary), sorted."""
+def vocabulary(task: Presence, world: World | None = None) -> list[str]:
+    """Every word a caption of this task can contain (the tokenizer's vocabulary), sorted; with ``world``, also
+    those of a ``colors`` context (:func:`context_phrases`)."""
     words = {"a", "no", ","}
     for c in task.names:
         words.update(phrase(task.concepts[c]).split())
+    if world is not None:
+        words.update(("other", "objects", ":", "none", *world.values["color"]))
     return sorted(words)
 
 

@@ -53,10 +53,12 @@ def load_eval_set(task_dir: str | Path, split: str, n_images: int, permuted: Seq
                    torch.from_numpy(arrays["instance"][:n]), plan)
 
 
-def load_training(task_dir: str | Path, task: Presence, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Uint8 N×H×W×3 images and bool N×K concept annotations of a rendered split."""
+def load_training(task_dir: str | Path, task: Presence, split: str = "train"
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Uint8 N×H×W×3 images, bool N×K concept annotations and the N scene records of a rendered split."""
     images = torch.from_numpy(load_split(task_dir, split)["images"])
-    return images, concept_matrix(task, load_scenes(task_dir)[split])
+    records = load_scenes(task_dir)[split]
+    return images, concept_matrix(task, records), records
 
 
 def save_generated(out: Path, plan: Plan, baseline: torch.Tensor, permuted: Mapping[str, torch.Tensor],

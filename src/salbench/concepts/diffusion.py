@@ -39,7 +39,9 @@ from ..models.training import augment, optimiser_step
 from ..params import ParamsError, check_keys
 from ..render.preview import grid
 from ..render.tasks import Presence
-from .annotations import captions, vocabulary
+from ..render.world import World
+from .annotations import (CAPTION_CONTEXTS, CaptionContext, captions, concept_matrix, context_phrases,
+                          vocabulary)
 from .generators import GeneratorContext, image_seed
 from .images import resize
 
@@ -88,6 +90,9 @@ class DiffusionConfig:
     # real image's latent noised to this fraction of the sampler's steps, so only what the caption changes is redrawn
     strength: float = 1.0
     sample_batch_size: int = 64
+    # what a caption says besides the concepts (salbench.concepts.annotations.context_phrases): "none", or "colors" (the
+    # colours of the objects that carry no concept, which no permutation changes)
+    caption_context: CaptionContext = "none"
     # latent diffusion: an AutoencoderKL trained on the images first (ignored with `pretrained`)
     vae_channels: tuple[int, ...] = ()  # encoder/decoder block widths; () = the UNet works on pixels
     latent_channels: int = 4
@@ -123,6 +128,9 @@ class DiffusionConfig:
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ParamsError(f"{where}.prediction_type must be epsilon, v_prediction or sample, "
                               f"got {cfg.prediction_type!r}")
+        if cfg.caption_context not in CAPTION_CONTEXTS:
+            raise ParamsError(f"{where}.caption_context must be one of {list(CAPTION_CONTEXTS)}, "
+                              f"got {cfg.caption_context!r}")
         if cfg.vae_loss not in ("mse", "l1"):
             raise ParamsError(f"{where}.vae_loss must be mse or l1, got {cfg.vae_loss!r}")
         if cfg.steps < 1 or cfg.batch_size < 1 or cfg.inference_steps < 1 or not 0 <= cfg.p_uncond < 1 \
@@ -253,6 +261,20 @@ def build_pipeline(cfg: DiffusionConfig, vocab: Sequence[str], max_length: int, 
     return ConceptDiffusionPipeline(unet, text, build_tokenizer(vocab, max_length), scheduler, vae)
 
 
+def scene_captions(task: Presence, concepts: torch.Tensor, records: Sequence[Mapping[str, Any]],
+                   cfg: DiffusionConfig) -> list[str]:
+    """The prompts of bool N×K ``concepts`` for the N scenes ``records``: their captions with ``cfg``'s context."""
+    return captions(task, concepts, context_phrases(task, records, cfg.caption_context))
+
+
+def untrained_pipeline(cfg: DiffusionConfig, task: Presence, world: World, prompts: Sequence[str],
+                       seed: int) -> ConceptDiffusionPipeline:
+    """:func:`build_pipeline` with the vocabulary of ``cfg``'s captions, as long as the longest of ``prompts``."""
+    vocab = vocabulary(task, None if cfg.caption_context == "none" else world)
+    longest = max(len(ids) for ids in build_tokenizer(vocab, 1 << 16)(list(prompts)).input_ids)
+    return build_pipeline(cfg, vocab, longest, seed)
+
+
 def snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-γ loss weights of timesteps ``t`` (N) for the scheduler's prediction type: min(SNR, γ) / SNR for
     epsilon, min(SNR, γ) / (SNR + 1) for v, min(SNR, γ) for the sample (so all weight the x0 error alike)."""
@@ -357,7 +379,8 @@ def _bytes(x: torch.Tensor) -> torch.Tensor:
 
 
 def caption_weights(prompts: Sequence[str], balance: float) -> torch.Tensor:
-    """Float N sampling weights: (number of prompts equal to prompt i)^-``balance``, normalised to sum 1.
+    """Float N sampling weights: (number of prompts equal to prompt i)^-``balance``, normalised to sum 1 (pass the
+    concept captions without their context to balance concept combinations).
 
     >>> caption_weights(["a", "a", "a", "b"], 1.0).tolist()
     [0.1666666716337204, 0.1666666716337204, 0.1666666716337204, 0.5]
@@ -369,7 +392,7 @@ def caption_weights(prompts: Sequence[str], balance: float) -> torch.Tensor:
 
 def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts: Sequence[str], cfg: DiffusionConfig,
                    seed: int, live: Any | None = None, preview: int = 8,
-                   callback: Callable[[int], None] | None = None) -> list[float]:
+                   callback: Callable[[int], None] | None = None, groups: Sequence[str] | None = None) -> list[float]:
     """Train ``pipe`` in place on uint8 N×H×W×3 ``images`` (resized to ``cfg.resolution``) and their captions.
 
     With a ``vae`` (latent diffusion), first trains it (:func:`train_autoencoder`), encodes every training image
@@ -377,10 +400,13 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
     with ``seed``. With a dvclive ``live``, logs ``diffusion/loss`` every ``cfg.log_every`` steps and a grid
     of the first ``preview`` training images over samples from their captions every ``cfg.sample_every``
     steps and at the end (with the EMA weights, which the pipeline keeps at the end). ``callback(step)`` is called
-    at the same steps with the EMA weights in place (e.g. to score samples). Returns the loss per step.
+    at the same steps with the EMA weights in place (e.g. to score samples). ``groups`` (N strings, default the
+    prompts) is what ``cfg.balance`` counts: the concept captions, so that a caption context (unique per scene)
+    does not undo the balancing of concept combinations. Returns the loss per step.
     """
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} captions")
+    if len(images) != len(prompts) or (groups is not None and len(groups) != len(prompts)):
+        raise ValueError(f"{len(images)} images, {len(prompts)} captions"
+                         + ("" if groups is None else f" and {len(groups)} groups") + ": give one per image")
     device = pipe.device
     images = images.to(device)
     latents = None
@@ -399,7 +425,7 @@ def train_pipeline(pipe: ConceptDiffusionPipeline, images: torch.Tensor, prompts
     lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
     gen = torch.Generator().manual_seed(seed)
     bs = min(cfg.batch_size, len(images))
-    weights = caption_weights(prompts, cfg.balance) if cfg.balance else None
+    weights = caption_weights(prompts if groups is None else groups, cfg.balance) if cfg.balance else None
     order = torch.empty(0, dtype=torch.int64)
     losses = []
     pipe.unet.train()
@@ -533,7 +559,8 @@ class DiffusionGenerator:
     """The ``diffusion`` generator: captions of the target concepts -> ``pipe`` -> uint8 N×R×R×3."""
 
     def __init__(self, pipe: DiffusionPipeline, task: Presence, cfg: DiffusionConfig, seed: int,
-                 images: torch.Tensor | None = None) -> None:
+                 images: torch.Tensor | None, context: Sequence[str]) -> None:
+        """``images``: the evaluated images (SDEdit starts from them); ``context``: their caption contexts."""
         if cfg.strength < 1 and images is None:
             raise ValueError(f"concepts.diffusion.strength={cfg.strength} edits the evaluated images (SDEdit), but the "
                              "generator was given none (GeneratorContext.images)")
@@ -541,26 +568,28 @@ class DiffusionGenerator:
         self.task, self.cfg, self.seed = task, cfg, seed
         self.images = images if cfg.strength < 1 else None
         self.resolution = cfg.resolution
+        self.context = list(context)
 
     @classmethod
     def build(cls, params: Mapping[str, Any], ctx: GeneratorContext) -> "DiffusionGenerator":
         """Load ``pretrained``, or train a :class:`ConceptDiffusionPipeline` on ``ctx.train()`` (saved to
         ``ctx.workdir``)."""
         cfg = DiffusionConfig.from_params(params)
+        context = context_phrases(ctx.task, ctx.records, cfg.caption_context)
         if cfg.pretrained:
-            return cls(load_pipeline(cfg.pretrained, ctx.device), ctx.task, cfg, ctx.seed, ctx.images)
-        images, concepts = ctx.train()
-        prompts = captions(ctx.task, concepts)
-        vocab = vocabulary(ctx.task)
-        longest = max(len(ids) for ids in build_tokenizer(vocab, 1 << 16)(prompts).input_ids)
-        pipe = build_pipeline(cfg, vocab, longest, ctx.seed).to(ctx.device)
+            return cls(load_pipeline(cfg.pretrained, ctx.device), ctx.task, cfg, ctx.seed, ctx.images, context)
+        images, concepts, records = ctx.train()
+        prompts = scene_captions(ctx.task, concepts, records, cfg)
+        evaluated = captions(ctx.task, concept_matrix(ctx.task, ctx.records), context)  # permutations keep the length
+        pipe = untrained_pipeline(cfg, ctx.task, ctx.world, [*prompts, *evaluated], ctx.seed).to(ctx.device)
         with contextlib.nullcontext() if ctx.live is None else ctx.live() as live:
-            train_pipeline(pipe, images, prompts, cfg, ctx.seed, live)
+            train_pipeline(pipe, images, prompts, cfg, ctx.seed, live, groups=captions(ctx.task, concepts))
         if ctx.workdir is not None:
             pipe.save_pretrained(ctx.workdir)
-        return cls(pipe, ctx.task, cfg, ctx.seed, ctx.images)
+        return cls(pipe, ctx.task, cfg, ctx.seed, ctx.images, context)
 
     def __call__(self, concepts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         seeds = [image_seed(self.seed, i) for i in index.tolist()]
         real = None if self.images is None else self.images[index]
-        return sample_images(self.pipe, captions(self.task, concepts), seeds, self.cfg, real)
+        prompts = captions(self.task, concepts, [self.context[i] for i in index.tolist()])
+        return sample_images(self.pipe, prompts, seeds, self.cfg, real)

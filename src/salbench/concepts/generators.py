@@ -6,7 +6,8 @@ counterfactual of) returns uint8 N×R×R×3 at the generator's ``resolution``.
 
 - ``renderer``: edits image ``index``'s scene record so that its concepts match the row (see
   :mod:`salbench.concepts.edit`) and re-renders it: the exact counterfactual (the oracle).
-- ``diffusion``: a text-to-image diffusers pipeline conditioned on the rows' captions, trained on the
+- ``diffusion``: a text-to-image diffusers pipeline conditioned on the rows' captions (plus, with
+  ``caption_context``, what else image ``index[n]``'s scene holds), trained on the
   rendered training split or loaded from ``pretrained`` (see :mod:`salbench.concepts.diffusion`); the
   noise of row n depends only on (seed, index[n]), so a permuted caption meets the same noise as the
   unpermuted one; with ``strength`` < 1 it edits image index[n] (SDEdit) instead of starting from noise.
@@ -42,7 +43,8 @@ class GeneratorContext:
     task: Presence
     world: World
     records: Sequence[Mapping[str, Any]]  # scene records of the evaluated images
-    train: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # loads uint8 N×H×W×3 images, bool N×K concepts
+    # loads the training split: uint8 N×H×W×3 images, bool N×K concepts, N scene records
+    train: Callable[[], tuple[torch.Tensor, torch.Tensor, Sequence[Mapping[str, Any]]]]
     seed: int
     device: torch.device
     workdir: Path | None = None  # a trained generator saves itself here

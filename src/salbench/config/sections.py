@@ -255,6 +255,7 @@ class Diffusion(Section):
     guidance_scale: NonNegFloat = 2.0
     strength: Annotated[float, Gt(0), Le(1)] = 1.0  # 1 = text-to-image; < 1 = SDEdit from the evaluated image
     sample_batch_size: PosInt = 64
+    caption_context: Literal["none", "colors"] = "none"  # salbench.concepts.annotations.CAPTION_CONTEXTS
     snr_gamma: NonNegFloat = 0.0  # min-SNR-γ loss weighting; 0 = plain MSE
     vae_channels: list[PosInt] = []  # AutoencoderKL widths: latent diffusion; [] = pixel space
     latent_channels: PosInt = 4
