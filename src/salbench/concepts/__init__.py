@@ -14,10 +14,10 @@ from .metrics import auroc, concept_mass, permutation_importance, rule_scores, s
 from .permute import ConceptParamsError, concept_indices, draw_permutations, n_orderings, permute_column
 
 __all__ = [
-    "CAPTION_CONTEXTS", "GENERATORS", "ConceptParamsError", "EditError", "Generator", "GeneratorContext", "GeneratorEvaluation",
-    "Importance", "Plan", "RendererGenerator", "auroc", "build_generator", "captions", "concept_indices",
-    "concept_mass", "concept_matrix", "context_phrases", "draw_permutations", "evaluate_generator", "image_seed", "logits",
-    "n_orderings", "object_concepts", "permutation_importance", "permute_column", "phrase", "ranking", "report",
-    "resize", "rule_scores", "saliency_scores", "set_concept", "spearman", "task_from_manifest", "task_metric",
-    "train_concept_classifier", "true_importance", "vocabulary",
+    "CAPTION_CONTEXTS", "GENERATORS", "ConceptParamsError", "EditError", "Generator", "GeneratorContext",
+    "GeneratorEvaluation", "Importance", "Plan", "RendererGenerator", "auroc", "build_generator", "captions",
+    "concept_indices", "concept_mass", "concept_matrix", "context_phrases", "draw_permutations", "evaluate_generator",
+    "image_seed", "logits", "n_orderings", "object_concepts", "permutation_importance", "permute_column", "phrase",
+    "ranking", "report", "resize", "rule_scores", "saliency_scores", "set_concept", "spearman", "task_from_manifest",
+    "task_metric", "train_concept_classifier", "true_importance", "vocabulary",
 ]

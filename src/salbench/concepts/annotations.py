@@ -70,7 +70,8 @@ def context_phrases(task: Presence, records: Sequence[Mapping[str, Any]], contex
     >>> from salbench.render.tasks import build_task
     >>> task = build_task("presence", World(), {"concepts": {"red_cube": {"color": "red", "shape": "cube"}},
     ...                                         "rule": "red_cube"})
-    >>> objs = [{"color": "red", "shape": "cube"}, {"color": "red", "shape": "sphere"}, {"color": "gray", "shape": "cube"}]
+    >>> objs = [{"color": "red", "shape": "cube"}, {"color": "red", "shape": "sphere"},
+    ...         {"color": "gray", "shape": "cube"}]
     >>> context_phrases(task, [{"objects": objs}, {"objects": objs[:1]}], "colors")
     ['other objects: gray, red', 'other objects: none']
     """
