@@ -272,6 +272,10 @@ def train_vqa(args: argparse.Namespace, p: Mapping[str, Any]) -> None:
     spec = as_question_spec(entry.pop("model", None) or {}, f"{where}.model")
     rl = {"flip": False, **(entry.pop("random_labels", None) or {})}  # flips default to off here
     n_rl = int(rl.pop("n_train", 0))
+    group = entry.pop("group_questions", 1)
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        raise ParamsError(f"{where}.group_questions must be an integer >= 1 (1 = questions sampled independently), "
+                          f"got {group!r}")
     cfg = TrainConfig.from_params({"flip": False, **entry}, where)
     rl_cfg = TrainConfig.from_params(rl, f"{where}.random_labels")
     if cfg.flip or rl_cfg.flip:
@@ -344,7 +348,7 @@ def train_vqa(args: argparse.Namespace, p: Mapping[str, Any]) -> None:
                                  "family_accuracy": a})
 
         with live(tmp / "plots" / "train") as curves:
-            history = fit_questions(model, x["train"], q["train"], cfg, seed, on_epoch)
+            history = fit_questions(model, x["train"], q["train"], cfg, seed, on_epoch, group)
         final_acc = acc(model, *SPLITS)
         save_checkpoint(tmp / "final", model, {**base, "kind": "final", "epoch": len(history),
                                                "accuracy": overall(final_acc), "family_accuracy": final_acc})

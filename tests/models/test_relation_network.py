@@ -26,7 +26,7 @@ def test_shapes_and_coordinates() -> None:
     m = model()
     images, tokens = inputs()
     assert m(images, tokens).shape == (3, 7)
-    assert m.cells(images).shape == (3, 16, 10)  # 32 px / 2^3 = 4×4 cells, 8 channels + x, y
+    assert m.features(images).shape == (3, 16, 10)  # 32 px / 2^3 = 4×4 cells, 8 channels + x, y
     c = coordinates(2, 3)
     assert torch.equal(c[0], torch.tensor([[-1.0, 0.0, 1.0]] * 2))
     assert torch.equal(c[1, :, 0], torch.tensor([-1.0, 1.0]))
@@ -37,7 +37,7 @@ def test_shapes_and_coordinates() -> None:
 def test_split_first_layer_equals_g_on_concatenated_pairs() -> None:
     m = model()
     images, tokens = inputs()
-    o, q = m.cells(images), m.question(tokens)
+    o, q = m.features(images), m.question(tokens)
     n, p, c = o.shape
     pairs = torch.cat([o[:, :, None].expand(n, p, p, c), o[:, None, :].expand(n, p, p, c),
                        q[:, None, None].expand(n, p, p, q.shape[1])], dim=-1)

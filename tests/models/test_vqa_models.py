@@ -63,6 +63,15 @@ def test_output_depends_on_the_question_and_image_not_on_padding(arch: str, enco
 
 
 @pytest.mark.parametrize("arch", sorted(TINY))
+def test_forward_grouped_is_forward_on_the_gathered_images(arch: str) -> None:
+    m = model(arch)
+    images, tokens = inputs()
+    index = torch.tensor([2, 0, 2])
+    torch.testing.assert_close(m.forward_grouped(images, tokens, index), m(images[index], tokens), rtol=0, atol=0)
+    torch.testing.assert_close(m.answer(m.features(images), tokens), m(images, tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
 def test_pool_is_the_same_model_on_the_average_pooled_image(arch: str) -> None:
     pooled, plain = model(arch, pool=2), model(arch)
     images, tokens = inputs()

@@ -31,7 +31,8 @@ TINY_VQA_MODELS = {
     "rn-tiny": {"model": {"arch": "relation-network",
                           "kwargs": {"conv_channels": [8, 8, 8], "embed_dim": 8, "question_dim": 16, "g": [16],
                                      "f": [16], "pool": 2}},
-                "epochs": 1, "batch_size": 16, "lr": 0.01, "flip": False, "random_labels": {**RL, "epochs": 2}},
+                "epochs": 1, "batch_size": 16, "lr": 0.01, "flip": False, "random_labels": {**RL, "epochs": 2},
+                "group_questions": 3},  # each image's 3 questions in one batch (features once per image)
 }
 TRAIN = {"seed": 0, "device": "cpu", "tasks": [], "models": {}, "vqa_tasks": ["vqa-simple"],
          "vqa_min_test_accuracy": {"vqa-simple": 0.0}, "vqa_models": TINY_VQA_MODELS}
@@ -137,6 +138,9 @@ def test_gates_fail_after_writing_and_mismatches_are_refused(rendered: Path, fak
     flipped = {**TRAIN, "vqa_models": {"rn-tiny": {**TINY_VQA_MODELS["rn-tiny"], "random_labels": {"flip": True}}}}
     with pytest.raises(ParamsError, match="flip: false"):  # flips are off unless asked for
         train_stage(tmp_path / "flip", rendered, "rn-tiny", flipped)
+    grouped = {**TRAIN, "vqa_models": {"rn-tiny": {**TINY_VQA_MODELS["rn-tiny"], "group_questions": 0}}}
+    with pytest.raises(ParamsError, match="group_questions must be an integer >= 1"):
+        train_stage(tmp_path / "group", rendered, "rn-tiny", grouped)
     unknown = {**TRAIN, "vqa_min_test_accuracy": {"vqa-simple": {"query_colour": 0.5}}}
     with pytest.raises(ParamsError, match="query_colour"):
         train_stage(tmp_path / "fam", rendered, "rn-tiny", unknown)

@@ -183,6 +183,12 @@ class TrainModel(TrainSettings):
     random_labels: RandomLabels | None = None
 
 
+class VQATrainModel(TrainModel):
+    """train.vqa_models.<name>: also ``group_questions`` (salbench.models.fit_questions' ``group``)."""
+
+    group_questions: PosInt = 1  # batches take each image's questions in runs of this many (1: independently)
+
+
 class ExternalModel(Section):
     """train.models.<name> with source: checkpoint (salbench.models.external): packaged, not trained."""
 
@@ -215,7 +221,7 @@ class Train(Section):
                                 | Annotated[None, Tag("None")], Discriminator(_model_source)]] = {}
     vqa_tasks: list[str] = []  # question-conditioned models (stage train_vqa)
     vqa_min_test_accuracy: dict[str, Fraction | dict[str, Fraction]] = {}
-    vqa_models: dict[str, TrainModel | None] = {}
+    vqa_models: dict[str, VQATrainModel | None] = {}
 
 
 # ---- concepts (DEPICT) ---------------------------------------------------------------------------------------------

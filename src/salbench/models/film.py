@@ -75,8 +75,12 @@ class FiLM(QuestionModel):
         """N×question_dim: the GRU state after the last non-padding token, or the bag of words."""
         return encode_question(self.embed, getattr(self, self.encoder_name), tokens)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.cnn(self.normalise(images))
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The stem's N×C×h×w feature grid (before any FiLM block)."""
+        return self.cnn(self.normalise(images))
+
+    def answer(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Stem features ``x`` N×C×h×w and int64 N×L ``tokens`` -> logits N×A."""
         n, _, h, w = x.shape
         coords = coordinates(h, w, x.device).expand(n, -1, -1, -1)
         params = self.film(self.question(tokens)).view(n, len(self.blocks), 2, self.channels)

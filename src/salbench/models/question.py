@@ -21,7 +21,8 @@ QUESTION_MODELS: Registry[Callable[..., "QuestionModel"]] = Registry("question m
 
 
 class QuestionModel(nn.Module):
-    """Base of the question-conditioned models: normalisation buffers and the checkpoint attributes."""
+    """Base of the question-conditioned models: normalisation buffers and the checkpoint attributes; a model
+    defines :meth:`features` (what does not depend on the question) and :meth:`answer` (the rest)."""
 
     family = "question"
 
@@ -38,6 +39,26 @@ class QuestionModel(nn.Module):
         CPU model sees the image at a lower resolution; gradients still reach every pixel)."""
         x = (images - self.mean) / self.std
         return torch.nn.functional.avg_pool2d(x, self.pool) if self.pool > 1 else x
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The question-independent part of the model: N×3×H×W images in [0, 1] -> N×... features."""
+        raise NotImplementedError
+
+    def answer(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The rest: :meth:`features` N×... and int64 N×L ``tokens`` -> answer logits N×A."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.answer(self.features(images), tokens)
+
+    def forward_grouped(self, images: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        """Logits N×A of N questions about M ≤ N images: ``image_index`` N says which image each asks about.
+
+        Equals ``forward(images[image_index], tokens)`` (in eval mode; in training mode batch norms see the M
+        images once each) but runs :meth:`features` once per image: training on several questions per image
+        at a time costs about half as much (salbench.models.vqa_training, ``group_questions``).
+        """
+        return self.answer(self.features(images)[image_index], tokens)
 
 
 def check_tokens(tokens: torch.Tensor) -> None:

@@ -67,7 +67,7 @@ class RelationNetwork(QuestionModel):
             d = w
         self.f = nn.Sequential(*head, nn.Linear(d, num_answers))
 
-    def cells(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         """N×P×(C+2) grid cells (row-major) with their coordinates."""
         x = self.cnn(self.normalise(images))
         n, _, h, w = x.shape
@@ -78,8 +78,8 @@ class RelationNetwork(QuestionModel):
         """N×question_dim: the LSTM state after the last non-padding token, or the bag of words."""
         return encode_question(self.embed, getattr(self, self.encoder_name), tokens)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        o = self.cells(images)
+    def answer(self, o: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Cells ``o`` N×P×(C+2) and int64 N×L ``tokens`` -> logits N×A."""
         q = self.question(tokens)
         first = self.g_i(o)[:, :, None] + self.g_j(o)[:, None, :] + self.g_q(q)[:, None, None]  # N×P×P×G
         pairs = self.g(first)

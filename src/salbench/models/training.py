@@ -133,12 +133,14 @@ augmentation from ``gen``; returns the mean loss (scalar, with grad) and the per
 
 
 def fit_steps(model: nn.Module, trained: nn.Module, n: int, step: BatchStep, fit_accuracy: Callable[[], float],
-              cfg: TrainConfig, seed: int, on_epoch: EpochHook | None = None) -> list[dict[str, float]]:
+              cfg: TrainConfig, seed: int, on_epoch: EpochHook | None = None,
+              shuffle: Callable[[torch.Generator], torch.Tensor] | None = None) -> list[dict[str, float]]:
     """The epoch loop shared by every trainer: train ``model`` in place on ``n`` samples through ``step``.
 
     AdamW on ``trained``'s parameters (``model`` or the module holding them, for timm's no-weight-decay names),
     warm-up then cosine per step (``cfg``), gradient clipping; shuffling and augmentation from one CPU generator
-    seeded with ``seed``; the ragged last batch is dropped (BatchNorm needs more than one sample). Stats per
+    seeded with ``seed`` (``shuffle(generator)``: each epoch's order of the ``n`` samples, default a uniform
+    random permutation); the ragged last batch is dropped (BatchNorm needs more than one sample). Stats per
     epoch: ``epoch``, ``loss`` and ``train_accuracy`` (running, on augmented batches), and ``fit_accuracy``
     (``fit_accuracy()``, un-augmented) when ``cfg.stop_at_train_accuracy`` is set, stopping once it is reached;
     ``on_epoch(epoch, stats, model)`` may add entries to ``stats`` (e.g. validation accuracy).
@@ -152,7 +154,7 @@ def fit_steps(model: nn.Module, trained: nn.Module, n: int, step: BatchStep, fit
     history = []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=gen)[: steps * bs].view(steps, bs)
+        order = (torch.randperm(n, generator=gen) if shuffle is None else shuffle(gen))[: steps * bs].view(steps, bs)
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for idx in order:
             loss, hits = step(idx, gen)
