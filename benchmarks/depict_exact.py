@@ -63,7 +63,8 @@ def squeeze(src: Path, dst: Path, resolution: int) -> None:
     (dst / "permuted").mkdir(parents=True, exist_ok=True)
     for name in ("plan.safetensors", "manifest.json"):
         shutil.copy(src / name, dst / name)
-    save_shard(dst / "baseline.safetensors", {"images": down(load_file(src / "baseline.safetensors")["images"]).numpy()})
+    baseline = load_file(src / "baseline.safetensors")["images"]
+    save_shard(dst / "baseline.safetensors", {"images": down(baseline).numpy()})
     for f in sorted((src / "permuted").glob("*.safetensors")):
         images = load_file(f)["images"]  # P×N×H×W×3
         save_shard(dst / "permuted" / f.name, {"images": torch.stack([down(p) for p in images]).numpy()})
