@@ -40,6 +40,9 @@ def drop_color(concept: str, neutral: str) -> None:
 
     def set_concept(record: dict, task: Any, world: Any, name: str, present: bool, rng: Any, renderer: Any,
                     tries: int = 20) -> dict:
+        if concept not in task.concepts:
+            raise SystemExit(f"--drop-color-of {concept!r} is not a concept of the task (known: "
+                             f"{sorted(task.concepts)})")
         rec = original(record, task, world, name, present, rng, renderer, tries)
         color = task.concepts[concept].get("color")
         if name != concept or present or not any(o["color"] == color for o in rec["objects"]):
